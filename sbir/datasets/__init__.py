@@ -1,0 +1,8 @@
+"""Dataset registry: the embedded OpenMoji-ZS default and the published benchmarks' layouts."""
+
+from sbir.datasets.base import Dataset, DatasetError, available, create, register, summarize
+
+# Importing the modules registers their datasets.
+from sbir.datasets import openmoji  # noqa: E402,F401  (registration side effect)
+
+__all__ = ["Dataset", "DatasetError", "available", "create", "register", "summarize"]

@@ -1,0 +1,1 @@
+"""OpenMoji-ZS (placeholder while being written)."""

@@ -1,0 +1,32 @@
+"""Offline and no-telemetry defaults for every tool in the stack.
+
+The project runs without network access and never phones home. These are defaults: a user's explicit
+environment wins (``os.environ.setdefault``).
+"""
+
+from __future__ import annotations
+
+import os
+
+OFFLINE_DEFAULTS: dict[str, str] = {
+    # model hubs: fail fast on a tag that needs a download instead of retrying for ~45 s
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    # DVC
+    "DVC_NO_ANALYTICS": "1",
+    # Prefect
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # BentoML
+    "BENTOML_DO_NOT_TRACK": "True",
+    # Great Expectations
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
+def apply_offline_defaults() -> dict[str, str]:
+    """Set every offline/telemetry default that the caller's environment does not already set."""
+    for key, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    return {key: os.environ[key] for key in OFFLINE_DEFAULTS}
