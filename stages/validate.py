@@ -1,0 +1,170 @@
+"""Stage ``validate``: the data gate. A Great Expectations suite, built in code on an ephemeral context,
+checks a prepared dataset's manifest and files; on failure it exits non-zero naming the failed checks and the
+offending files, so ``dvc repro`` stops here.
+
+Checks: schema and types; every file exists and decodes; image sizes and modes; minimum images per category
+and domain; seen/unseen categories disjoint; no identical image (content hash) in train and a test split;
+every sketch's instance link resolves to a photo. Params: ``validate``. Output:
+``data/reports/validation/<dataset>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sbir.config import ConfigError, build, load_params, section
+from sbir.integrity import category_splits, file_facts, group_counts, relation_facts
+from sbir.manifest import COLUMNS, ManifestError, read_manifest
+
+REPORT_ROOT = Path("data/reports/validation")
+MAX_LISTED = 50  # offending rows listed per failed check
+
+
+@dataclass
+class ValidateParams:
+    """Thresholds of the data gate (``params.yaml`` section ``validate``)."""
+
+    # per split × category × domain that the split contains; test_seen is a small hold-out by design
+    min_images_per_category: dict[str, int] = field(
+        default_factory=lambda: {"train": 3, "test_seen": 1, "test_unseen": 3})
+    min_side: int = 32
+    max_side: int = 4096
+    sketch_modes: list[str] = field(default_factory=lambda: ["1", "L", "LA", "P", "RGB", "RGBA"])
+    photo_modes: list[str] = field(default_factory=lambda: ["L", "P", "RGB", "RGBA"])
+    workers: int = 4
+
+
+def _suites(gx: Any, params: ValidateParams) -> dict[str, list[tuple[str, Any]]]:
+    """(check name, expectation) pairs per table the suite runs on."""
+    E = gx.expectations
+    extra_columns = ["file_exists", "decodes", "width", "height", "mode", "error", "hash_leak", "instance_resolves"]
+    images = [
+        ("schema: manifest columns", E.ExpectTableColumnsToMatchSet(column_set=[*COLUMNS, *extra_columns],
+                                                                   exact_match=True)),
+        *[(f"schema: {c} not null", E.ExpectColumnValuesToNotBeNull(column=c))
+          for c in ("path", "domain", "category", "split", "content_hash")],
+        ("schema: path unique", E.ExpectColumnValuesToBeUnique(column="path")),
+        ("schema: domain values", E.ExpectColumnValuesToBeInSet(column="domain", value_set=["sketch", "photo"])),
+        ("schema: split values", E.ExpectColumnValuesToBeInSet(column="split",
+                                                               value_set=["train", "test_seen", "test_unseen"])),
+        ("schema: content_hash is sha256", E.ExpectColumnValuesToMatchRegex(column="content_hash",
+                                                                           regex=r"^[0-9a-f]{64}$")),
+        ("files: exist", E.ExpectColumnValuesToBeInSet(column="file_exists", value_set=[True])),
+        ("files: decode", E.ExpectColumnValuesToBeInSet(column="decodes", value_set=[True])),
+        *[(f"images: {side} within limits", E.ExpectColumnValuesToBeBetween(
+            column=side, min_value=params.min_side, max_value=params.max_side,
+            row_condition="decodes==True", condition_parser="pandas")) for side in ("width", "height")],
+        ("images: sketch modes", E.ExpectColumnValuesToBeInSet(
+            column="mode", value_set=params.sketch_modes, row_condition='domain=="sketch" & decodes==True',
+            condition_parser="pandas")),
+        ("images: photo modes", E.ExpectColumnValuesToBeInSet(
+            column="mode", value_set=params.photo_modes, row_condition='domain=="photo" & decodes==True',
+            condition_parser="pandas")),
+        ("splits: no identical image in train and test", E.ExpectColumnValuesToBeInSet(column="hash_leak",
+                                                                                      value_set=[False])),
+        ("links: sketch instance resolves to a photo", E.ExpectColumnValuesToBeInSet(column="instance_resolves",
+                                                                                     value_set=[True])),
+    ]
+    groups = [("counts: minimum images per category and domain", E.ExpectColumnPairValuesAToBeGreaterThanB(
+        column_A="count", column_B="minimum", or_equal=True))]
+    categories = [("splits: seen and unseen categories disjoint", E.ExpectColumnValuesToBeInSet(
+        column="seen_unseen_overlap", value_set=[False]))]
+    return {"images": images, "groups": groups, "categories": categories}
+
+
+_ID_COLUMNS = {"images": "path", "groups": "group", "categories": "category"}
+
+
+def validate_frames(tables: dict[str, pd.DataFrame], params: ValidateParams) -> dict[str, Any]:
+    """Run the suite on the fact tables; returns a JSON-ready report of every check."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("manifest")
+    checks: list[dict[str, Any]] = []
+    for table, expectations in _suites(gx, params).items():
+        batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"sbir_{table}"))
+        for name, expectation in expectations:
+            expectation.meta = {"check": name}
+            suite.add_expectation(expectation)
+        definition = context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch, suite=suite))
+        result = definition.run(batch_parameters={"dataframe": tables[table]}, result_format={
+            "result_format": "COMPLETE", "unexpected_index_column_names": [_ID_COLUMNS[table]]})
+        for outcome in result.results:
+            config = outcome.expectation_config
+            name = (config.meta or {}).get("check", config.type)
+            offending = [row.get(_ID_COLUMNS[table]) for row in outcome.result.get("unexpected_index_list") or []]
+            error = outcome.exception_info.get("exception_message") if outcome.exception_info else None
+            checks.append({"check": name, "table": table, "expectation": config.type,
+                           "column": config.kwargs.get("column"), "success": bool(outcome.success),
+                           "unexpected_count": int(outcome.result.get("unexpected_count") or 0),
+                           "offending": [str(o) for o in offending[:MAX_LISTED]],
+                           **({"error": error} if error and not outcome.success else {})})
+    return {"success": all(c["success"] for c in checks), "checks": checks}
+
+
+def validate_dataset(prepared_dir: Path, params: ValidateParams, progress: bool = True) -> dict[str, Any]:
+    """Validate one prepared dataset: file facts, relations, then the GX suite."""
+    manifest = read_manifest(prepared_dir)
+    images = relation_facts(file_facts(manifest, workers=params.workers, progress=progress))
+    groups = group_counts(images)
+    groups["minimum"] = groups["split"].map(params.min_images_per_category).fillna(1).astype(int)
+    tables = {"images": images, "groups": groups, "categories": category_splits(images)}
+    report = validate_frames(tables, params)
+    errors = images.loc[images["error"] != "", ["path", "error"]].head(MAX_LISTED)
+    report.update(dataset=manifest.dataset, images=len(images), image_root=str(manifest.image_root),
+                  decode_errors=errors.to_dict(orient="records"))
+    return report
+
+
+def format_failures(report: dict[str, Any]) -> str:
+    """Human-readable lines for every failed check and its offending files."""
+    lines = [f"validation failed for dataset '{report.get('dataset')}':"]
+    for check in report["checks"]:
+        if not check["success"]:
+            listed = ", ".join(check["offending"][:10]) or check.get("error", "")
+            lines.append(f"  ✗ {check['check']} ({check['unexpected_count']} offending): {listed}")
+    for row in report.get("decode_errors", [])[:10]:
+        lines.append(f"    {row['path']}: {row['error']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--prepared", type=Path, default=None, help="default: data/prepared/<dataset>")
+    parser.add_argument("--report", type=Path, default=None, help="default: data/reports/validation/<dataset>.json")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    report_path = args.report or REPORT_ROOT / f"{args.dataset}.json"
+    try:
+        params = build(ValidateParams, section(load_params(args.params), "validate", source=args.params),
+                       f"{args.params}: validate")
+        report = validate_dataset(args.prepared or Path("data/prepared") / args.dataset, params,
+                                  progress=not args.no_progress)
+    except (ConfigError, ManifestError) as error:
+        print(f"validate failed: {error}", file=sys.stderr)
+        return 2
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=2))
+    if not report["success"]:
+        print(format_failures(report), file=sys.stderr)
+        print(f"full report: {report_path}", file=sys.stderr)
+        return 1
+    print(f"validation passed: {len(report['checks'])} checks on {report['images']} images -> {report_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
