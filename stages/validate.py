@@ -43,7 +43,10 @@ class ValidateParams:
 
 def _suites(gx: Any, params: ValidateParams) -> dict[str, list[tuple[str, Any]]]:
     """(check name, expectation) pairs per table the suite runs on."""
+    from great_expectations.expectations.row_conditions import Column
+
     E = gx.expectations
+    decodes = Column("decodes") == True  # noqa: E712 - builds a GX condition, not a Python comparison
     extra_columns = ["file_exists", "decodes", "width", "height", "mode", "error", "hash_leak", "instance_resolves"]
     images = [
         ("schema: manifest columns", E.ExpectTableColumnsToMatchSet(column_set=[*COLUMNS, *extra_columns],
@@ -60,13 +63,11 @@ def _suites(gx: Any, params: ValidateParams) -> dict[str, list[tuple[str, Any]]]
         ("files: decode", E.ExpectColumnValuesToBeInSet(column="decodes", value_set=[True])),
         *[(f"images: {side} within limits", E.ExpectColumnValuesToBeBetween(
             column=side, min_value=params.min_side, max_value=params.max_side,
-            row_condition="decodes==True", condition_parser="pandas")) for side in ("width", "height")],
+            row_condition=decodes)) for side in ("width", "height")],
         ("images: sketch modes", E.ExpectColumnValuesToBeInSet(
-            column="mode", value_set=params.sketch_modes, row_condition='domain=="sketch" & decodes==True',
-            condition_parser="pandas")),
+            column="mode", value_set=params.sketch_modes, row_condition=(Column("domain") == "sketch") & decodes)),
         ("images: photo modes", E.ExpectColumnValuesToBeInSet(
-            column="mode", value_set=params.photo_modes, row_condition='domain=="photo" & decodes==True',
-            condition_parser="pandas")),
+            column="mode", value_set=params.photo_modes, row_condition=(Column("domain") == "photo") & decodes)),
         ("splits: no identical image in train and test", E.ExpectColumnValuesToBeInSet(column="hash_leak",
                                                                                       value_set=[False])),
         ("links: sketch instance resolves to a photo", E.ExpectColumnValuesToBeInSet(column="instance_resolves",

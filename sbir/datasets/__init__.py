@@ -4,5 +4,6 @@ from sbir.datasets.base import Dataset, DatasetError, available, create, registe
 
 # Importing the modules registers their datasets.
 from sbir.datasets import openmoji  # noqa: E402,F401  (registration side effect)
+from sbir.datasets import benchmarks  # noqa: F401
 
 __all__ = ["Dataset", "DatasetError", "available", "create", "register", "summarize"]

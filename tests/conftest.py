@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny datasets built in temporary folders (hermetic, offline)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from helpers import make_image_dataset
+
+from sbir.env import apply_offline_defaults
+
+apply_offline_defaults()
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """Two seen categories and one unseen one, 3 photos + 3 sketches each, all valid."""
+    return make_image_dataset(tmp_path / "tiny", {"apple": "train", "boat": "train", "cat": "test_unseen"})
+
+
+@pytest.fixture(scope="session")
+def tiny_openmoji(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OpenMoji-ZS with at most 2 emoji per category (all 87 categories), prepared once per session."""
+    from sbir.datasets import create
+
+    out = tmp_path_factory.mktemp("openmoji") / "openmoji_zs"
+    create("openmoji_zs", max_items_per_category=2, sketches_per_item=2, image_size=64,
+           workers=min(2, os.cpu_count() or 1)).prepare(out, progress=False)
+    return out
