@@ -39,7 +39,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], root)
     _run(["dvc", "init", "-q"], root)
-    _run(["dvc", "remote", "add", "-d", "store", str(tmp_path_factory.mktemp("remote"))], root)
+    shutil.copy(REPO_ROOT / ".dvc/config", root / ".dvc/config")  # the project's default remote, as cloned
     return root
 
 
@@ -57,6 +57,7 @@ def test_repro_prepares_and_validates(project: Path) -> None:
 def test_push_pull_round_trip(project: Path) -> None:
     before = read_manifest(project / "data/prepared/openmoji_zs").frame
     _run(["dvc", "push"], project)
+    assert any((project / ".dvc-storage").rglob("*")), "the default remote is the in-repo .dvc-storage folder"
     shutil.rmtree(project / "data/prepared")
     shutil.rmtree(project / ".dvc/cache")
     _run(["dvc", "pull"], project)
