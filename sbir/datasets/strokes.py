@@ -47,6 +47,7 @@ class SketchStyle:
     partial_probability: float = 0.2  # a stroke is drawn only in part
     partial_keep: tuple[float, float] = (0.55, 0.95)  # fraction of a partial stroke that is drawn
     max_dropped_fraction: float = 0.3
+    max_dropped_ink: float = 0.15  # a stroke holding more of the drawing's ink length is never dropped
     rotation_degrees: float = 10.0
     scale: tuple[float, float] = (0.85, 1.05)
     shift: float = 3.0
@@ -144,7 +145,9 @@ def _random_affine(rng: np.random.Generator, style: SketchStyle) -> np.ndarray:
 def perturb_strokes(strokes: list[Stroke], rng: np.random.Generator, style: SketchStyle) -> list[Stroke]:
     """One hand-drawn variant of the strokes (same rng state → same sketch)."""
     count = len(strokes)
-    dropped = rng.random(count) < style.drop_probability
+    lengths = np.array([np.linalg.norm(np.diff(s.points, axis=0), axis=1).sum() for s in strokes])
+    droppable = lengths <= style.max_dropped_ink * max(lengths.sum(), 1e-9)
+    dropped = (rng.random(count) < style.drop_probability) & droppable
     max_dropped = int(np.floor(style.max_dropped_fraction * count))
     if dropped.sum() > max_dropped:  # keep the drawing recognisable: undo the excess drops at random
         undo = rng.choice(np.flatnonzero(dropped), size=int(dropped.sum()) - max_dropped, replace=False)

@@ -65,6 +65,14 @@ def test_drops_are_bounded_and_partial_strokes_shorter() -> None:
     assert all(len(s.points) < max(originals) for s in unfilled if len(s.points) > 3)
 
 
+def test_the_main_outline_is_never_dropped() -> None:
+    strokes = line_layer_strokes(SVG)  # the circle holds most of the ink
+    style = SketchStyle(drop_probability=1.0, max_dropped_fraction=1.0, partial_probability=0.0)
+    for seed in range(5):
+        kept = perturb_strokes(strokes, np.random.default_rng(seed), style)
+        assert any(len(s.points) == len(strokes[0].points) for s in kept)
+
+
 def test_photo_is_the_colour_rendering() -> None:
     photo = render_photo(SVG, 64)
     assert photo.mode == "RGB" and photo.size == (64, 64)
