@@ -31,7 +31,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("project")
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(REPO_ROOT / name, root / name)
-    for package in ("sbir", "stages"):
+    for package in ("sbir", "models", "stages"):
         shutil.copytree(REPO_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["prepare"]["openmoji_zs"].update(max_items_per_category=2, sketches_per_item=2, image_size=64)
@@ -49,6 +49,11 @@ def test_repro_prepares_and_validates(project: Path) -> None:
     assert manifest.frame["category"].nunique() == 87
     report = yaml.safe_load((project / "data/reports/validation/openmoji_zs.json").read_text())
     assert report["success"] and report["images"] == len(manifest.frame)
+    metrics = {name: yaml.safe_load((project / f"artifacts/eval/openmoji_zs/{name}/metrics.json").read_text())
+               for name in ("baseline_random", "baseline_hog")}
+    assert metrics["baseline_hog"]["zero_shot"]["n_classes"] == 17
+    shown = _run(["dvc", "metrics", "show", "--json"], project).stdout
+    assert "baseline_hog" in shown and "map_all/sklearn/query" in shown
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], project).stdout
     # a second repro is a cache hit: nothing re-runs
     assert "didn't change, skipping" in _run(["dvc", "repro"], project).stdout

@@ -1,0 +1,137 @@
+"""Training data in memory, paired sampling and augmentation.
+
+Small benchmarks (and every batch's worth of a large one) fit in memory as uint8 tensors at the training
+resolution, so a step never waits for disk or a decoder: images are decoded once, in parallel, then every
+epoch is index arithmetic plus batched tensor augmentation.
+
+Pairing: each training step takes a batch of sketches; each sketch is paired with the photo it was drawn from
+when the manifest links them (``instance_id``), otherwise with a random photo of its category.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from sbir.manifest import Manifest
+
+
+@dataclass
+class PairedImages:
+    """Sketches and photos of one split as uint8 tensors, with category and instance links."""
+
+    sketches: torch.Tensor  # (Ns, 3, S, S) uint8
+    photos: torch.Tensor  # (Np, 3, S, S) uint8
+    sketch_labels: torch.Tensor  # (Ns,) int64 category index
+    photo_labels: torch.Tensor  # (Np,) int64
+    sketch_to_photo: torch.Tensor  # (Ns,) int64 index of the linked photo, -1 if none
+    categories: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+
+def _load_rgb(path: Path, size: int) -> np.ndarray:
+    with Image.open(path) as image:
+        if image.mode in ("RGBA", "LA", "P"):
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image.convert("RGBA"))
+        padded = ImageOps.pad(image.convert("RGB"), (size, size), color=(255, 255, 255),
+                              method=Image.Resampling.BILINEAR)
+        return np.asarray(padded, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _load_all(manifest: Manifest, paths: list[str], size: int, workers: int, desc: str, progress: bool) -> torch.Tensor:
+    if not paths:
+        return torch.zeros((0, 3, size, size), dtype=torch.uint8)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        arrays = list(tqdm(pool.map(lambda p: _load_rgb(manifest.resolve(p), size), paths), total=len(paths),
+                           desc=desc, unit="img", disable=not progress))
+    return torch.from_numpy(np.stack(arrays))
+
+
+def load_paired_images(manifest: Manifest, split: str = "train", image_size: int = 64, workers: int = 4,
+                       progress: bool = True) -> PairedImages:
+    """Decode one split into memory; categories are indexed in sorted order."""
+    sketches = manifest.select(split=split, domain="sketch").reset_index(drop=True)
+    photos = manifest.select(split=split, domain="photo").reset_index(drop=True)
+    if sketches.empty or photos.empty:
+        raise ValueError(f"{manifest.dataset}: split '{split}' needs sketches and photos "
+                         f"(has {len(sketches)} and {len(photos)})")
+    categories = sorted(set(sketches["category"]) | set(photos["category"]))
+    index = {name: i for i, name in enumerate(categories)}
+    photo_of_instance = {inst: i for i, inst in enumerate(photos["instance_id"]) if isinstance(inst, str)}
+    links = [photo_of_instance.get(inst, -1) if isinstance(inst, str) else -1 for inst in sketches["instance_id"]]
+    return PairedImages(
+        sketches=_load_all(manifest, sketches["path"].tolist(), image_size, workers, f"{split} sketches", progress),
+        photos=_load_all(manifest, photos["path"].tolist(), image_size, workers, f"{split} photos", progress),
+        sketch_labels=torch.tensor(sketches["category"].map(index).to_numpy(), dtype=torch.int64),
+        photo_labels=torch.tensor(photos["category"].map(index).to_numpy(), dtype=torch.int64),
+        sketch_to_photo=torch.tensor(links, dtype=torch.int64),
+        categories=categories,
+    )
+
+
+class PairSampler:
+    """Seeded epochs of (sketch, photo) index batches; its state is two integers and a generator state.
+
+    Epoch e is a permutation of all sketches drawn from a generator seeded by (seed, e), so a run resumed
+    at (epoch, step) sees exactly the batches an uninterrupted run would.
+    """
+
+    def __init__(self, data: PairedImages, batch_size: int, seed: int) -> None:
+        if batch_size < 2:
+            raise ValueError("batch_size must be >= 2 (contrastive losses need negatives)")
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.photos_of_class = [torch.nonzero(data.photo_labels == c).flatten() for c in range(data.num_classes)]
+        self.steps_per_epoch = len(data.sketches) // batch_size  # the ragged tail is dropped
+
+    def batch(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sketch and photo indices of one step (deterministic in seed, epoch, step)."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.data.sketches), generator=generator)
+        sketches = order[step * self.batch_size:(step + 1) * self.batch_size]
+        photos = self.data.sketch_to_photo[sketches].clone()
+        unlinked = torch.nonzero(photos < 0).flatten()
+        if unlinked.numel():
+            pick = torch.Generator().manual_seed(self.seed * 7919 + epoch * 104729 + step)
+            for row in unlinked.tolist():
+                pool = self.photos_of_class[int(self.data.sketch_labels[sketches[row]])]
+                photos[row] = pool[torch.randint(len(pool), (1,), generator=pick)] if len(pool) else 0
+        return sketches, photos
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator, *, max_rotation: float = 10.0,
+            scale: tuple[float, float] = (0.85, 1.1), max_shift: float = 0.08, flip: torch.Tensor | None = None,
+            colour: bool = False) -> torch.Tensor:
+    """Batched random affine (white fill), optional given flips and photo colour jitter; uint8 → float in [0,1]."""
+    images = batch.float() / 255.0
+    n = images.shape[0]
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * np.deg2rad(max_rotation)
+    zoom = torch.empty(n).uniform_(*scale, generator=generator)
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift * 2
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    if flip is not None:
+        theta[flip, 0, :2] *= -1
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    # sample 1 - image so that the zero padding of grid_sample becomes white
+    images = 1 - F.grid_sample(1 - images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if colour:
+        brightness = torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3, generator=generator)
+        saturation = torch.empty(n, 1, 1, 1).uniform_(0.5, 1.5, generator=generator)
+        gray = images.mean(dim=1, keepdim=True)
+        images = (gray + (images - gray) * saturation) * brightness
+        to_gray = torch.rand(n, generator=generator) < 0.2
+        images[to_gray] = images[to_gray].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    return images.clamp_(0, 1)

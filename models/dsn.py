@@ -1,0 +1,152 @@
+"""DSN-style method (Wang et al., IJCAI'21, "Domain-Smoothing Network for Zero-Shot Sketch-Based Image
+Retrieval"): one backbone shared by both domains with modality-specific embedding heads, trained with
+
+- cross-entropy over the seen categories (a classifier shared by both domains),
+- cross-modal supervised contrastive learning over augmented sketch and photo views (on a projection),
+- a category-specific sketch memory bank that pulls photos to their category's sketch prototype,
+- and, where sketches link to their photos, an instance-level cross-modal InfoNCE (our addition, for
+  fine-grained retrieval).
+
+Not reproduced: SAKE's knowledge distillation from an ImageNet teacher with a WordNet class mask, which needs
+pretrained teacher weights (unavailable offline); with a local pretrained backbone it could be added as a term.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.backbones import create_backbone, load_state_dict_file
+from models.interface import Preprocess, RetrievalModel, TorchRetrievalModel
+from models.losses import SketchMemoryBank, cross_modal_infonce, supervised_contrastive
+from models.registry import register_loader
+
+METHOD = "dsn"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class DSNConfig:
+    """Architecture and loss settings (``params.yaml`` ``train.model``)."""
+
+    backbone: str = "timm:resnet18"
+    pretrained: str | None = None
+    image_size: int = 64
+    embedding_dim: int = 256
+    projection_dim: int = 128
+    shared_heads: bool = False
+    memory_size: int = 10
+    temperature: float = 0.07
+    loss_weights: dict[str, float] = field(default_factory=lambda: {
+        "classification": 1.0, "contrastive": 0.1, "memory": 1.0, "instance": 1.0})
+
+
+class DSNNet(nn.Module):
+    """Backbone + per-domain heads → unit embeddings; projection, classifier and memory for training."""
+
+    def __init__(self, config: DSNConfig, num_classes: int) -> None:
+        super().__init__()
+        self.config = config
+        backbone = create_backbone(config.backbone, pretrained=config.pretrained, image_size=config.image_size)
+        self.backbone = backbone.module
+        features = backbone.feature_dim
+        sketch_head = nn.Linear(features, config.embedding_dim)
+        photo_head = sketch_head if config.shared_heads else nn.Linear(features, config.embedding_dim)
+        self.heads = nn.ModuleDict({"sketch": sketch_head, "photo": photo_head})
+        self.projection = nn.Sequential(nn.Linear(config.embedding_dim, config.embedding_dim), nn.ReLU(inplace=True),
+                                        nn.Linear(config.embedding_dim, config.projection_dim))
+        self.classifier = nn.Linear(config.embedding_dim, num_classes)
+        self.memory = SketchMemoryBank(num_classes, config.memory_size, config.embedding_dim)
+        self.register_buffer("mean", torch.tensor(backbone.preprocess.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(backbone.preprocess.std).view(1, 3, 1, 1))
+
+    def embed(self, images: torch.Tensor, domain: str) -> torch.Tensor:
+        """Images in [0, 1], (B, 3, S, S) → unit embeddings (B, embedding_dim)."""
+        features = self.backbone((images - self.mean) / self.std)
+        return F.normalize(self.heads[domain](features), dim=1)
+
+    def forward(self, sketches: torch.Tensor, photos: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One pass over both domains (a single backbone call keeps BatchNorm statistics shared)."""
+        features = self.backbone((torch.cat([sketches, photos]) - self.mean) / self.std)
+        n = sketches.shape[0]
+        sketch_emb = F.normalize(self.heads["sketch"](features[:n]), dim=1)
+        photo_emb = F.normalize(self.heads["photo"](features[n:]), dim=1)
+        embeddings = torch.cat([sketch_emb, photo_emb])
+        return {"sketch": sketch_emb, "photo": photo_emb, "logits": self.classifier(embeddings),
+                "projected": F.normalize(self.projection(embeddings), dim=1)}
+
+
+def dsn_losses(net: DSNNet, out: dict[str, torch.Tensor], sketch_labels: torch.Tensor, photo_labels: torch.Tensor,
+               same_instance: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every loss term (unweighted) and their weighted sum under ``total``."""
+    config = net.config
+    labels = torch.cat([sketch_labels, photo_labels])
+    terms = {
+        "classification": F.cross_entropy(out["logits"].float(), labels),
+        "contrastive": supervised_contrastive(out["projected"].float(), labels, config.temperature),
+        "memory": net.memory.loss(out["photo"].float(), photo_labels, config.temperature),
+        "instance": cross_modal_infonce(out["sketch"].float(), out["photo"].float(), same_instance,
+                                        config.temperature),
+    }
+    weights = config.loss_weights
+    unknown = set(weights) - set(terms)
+    if unknown:
+        raise ValueError(f"unknown loss weight(s) {sorted(unknown)}; terms: {sorted(terms)}")
+    terms["total"] = sum(weights.get(name, 0.0) * value for name, value in terms.items())
+    return terms
+
+
+class _DomainEncoder(nn.Module):
+    """One domain's encoder as a plain module (what gets exported and served)."""
+
+    def __init__(self, net: DSNNet, domain: str) -> None:
+        super().__init__()
+        self.net = net
+        self.domain = domain
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.embed(images, self.domain)
+
+
+def as_retrieval_model(net: DSNNet, device: str | torch.device = "cpu") -> RetrievalModel:
+    """The trained network behind the model interface (inputs scaled to [0, 1]; the net normalises)."""
+    preprocess = Preprocess(image_size=net.config.image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return TorchRetrievalModel(_DomainEncoder(net, "sketch"), _DomainEncoder(net, "photo"), preprocess,
+                               net.config.embedding_dim, name=METHOD, device=device)
+
+
+def save_model(net: DSNNet, folder: Path, facts: dict[str, Any]) -> None:
+    """Weights (safetensors) and config.json, each written atomically; ``facts`` adds dataset, categories..."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().contiguous().cpu() for key, value in net.state_dict().items()}
+    tmp = folder / f".{WEIGHTS_FILE}.tmp"
+    save_file(state, str(tmp))
+    tmp.replace(folder / WEIGHTS_FILE)
+    config = {"method": METHOD, "model": asdict(net.config), "num_classes": net.classifier.out_features, **facts}
+    tmp = folder / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    tmp.replace(folder / CONFIG_FILE)
+
+
+def load_net(folder: Path) -> DSNNet:
+    """Rebuild the network from a checkpoint folder (no pretrained download: the weights are all here)."""
+    config = json.loads((Path(folder) / CONFIG_FILE).read_text())
+    model_config = DSNConfig(**{**config["model"], "pretrained": None})
+    net = DSNNet(model_config, config["num_classes"])
+    net.load_state_dict(load_state_dict_file(Path(folder) / WEIGHTS_FILE))
+    net.config.pretrained = config["model"].get("pretrained")
+    return net.eval()
+
+
+@register_loader(METHOD)
+def load_retrieval_model(folder: Path) -> RetrievalModel:
+    return as_retrieval_model(load_net(folder))

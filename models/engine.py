@@ -1,0 +1,202 @@
+"""The training engine: seeded and deterministic on CPU, mixed precision on CUDA, data-parallel under torchrun,
+atomic checkpoints and exact resume.
+
+Exact resume: the state saved every ``checkpoint_every`` steps holds the weights (memory bank included), the
+optimiser and the position (epoch, step). Batches and augmentations are drawn from generators seeded by
+(seed, epoch, step), so a resumed run replays exactly what an uninterrupted run would have done next.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from models.data import PairSampler, PairedImages, augment
+from models.dsn import DSNConfig, DSNNet, dsn_losses
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (``params.yaml`` ``train``, less the ``model`` subsection)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    lr_final_factor: float = 0.01  # DSN-style decay: lr · factor^(progress)
+    seed: int = 0
+    num_threads: int = 2
+    checkpoint_every: int = 50  # steps
+    amp: bool = True  # bf16 autocast on CUDA only
+    model: DSNConfig = field(default_factory=DSNConfig)
+
+
+@dataclass
+class StepTimes:
+    """Where a step's wall time goes: preparing the batch (data) and the forward/backward pass (compute)."""
+
+    data: float = 0.0
+    compute: float = 0.0
+    steps: int = 0
+
+    @property
+    def data_share(self) -> float:
+        total = self.data + self.compute
+        return self.data / total if total else 0.0
+
+
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job (world_size 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Distributed:
+    """Join the torchrun process group if there is one: NCCL on GPUs, gloo on CPU."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    rank = dist.get_rank() if world_size > 1 else 0
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return Distributed(rank=rank, world_size=world_size, device=device)
+
+
+def _seed_everything(seed: int, threads: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = False
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def _gather(tensor: torch.Tensor, ctx: Distributed) -> torch.Tensor:
+    if ctx.world_size == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def build_net(config: TrainConfig, num_classes: int) -> DSNNet:
+    """The network, initialised from the seed alone (the same on every rank)."""
+    torch.manual_seed(config.seed)
+    return DSNNet(config.model, num_classes)
+
+
+def train(config: TrainConfig, data: PairedImages, state_dir: Path, *, net: DSNNet | None = None,
+          log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
+          stop_after_steps: int | None = None, ctx: Distributed | None = None) -> tuple[DSNNet, StepTimes]:
+    """Train (or resume from ``state_dir``) and return the network and the step-time split.
+
+    ``stop_after_steps`` ends the run early after that many global steps (used to interrupt runs in tests).
+    """
+    ctx = ctx or Distributed()
+    _seed_everything(config.seed, config.num_threads)
+    net = (net or build_net(config, data.num_classes)).to(ctx.device)
+    sampler = PairSampler(data, config.batch_size, config.seed)
+    if sampler.steps_per_epoch == 0:
+        raise ValueError(f"{len(data.sketches)} training sketches is fewer than one batch of {config.batch_size}")
+    total_steps = config.epochs * sampler.steps_per_epoch
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: config.lr_final_factor ** (step / max(total_steps, 1)))
+    global_step = 0
+    state_path = state_dir / STATE_FILE
+    if state_path.is_file():
+        state = torch.load(state_path, map_location=ctx.device, weights_only=False)
+        if state["config"] != asdict(config):
+            raise ValueError(f"{state_path}: saved by a run with other settings; delete it to start afresh")
+        net.load_state_dict(state["net"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        global_step = state["global_step"]
+    model = net
+    if ctx.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device] if ctx.device.type == "cuda"
+                                                          else None)
+    use_amp = config.amp and ctx.device.type == "cuda"
+    times = StepTimes()
+    bar = tqdm(total=total_steps, initial=global_step, desc="train", unit="step", disable=not (progress and ctx.is_main))
+    net.train()
+    while global_step < total_steps:
+        epoch, step = divmod(global_step, sampler.steps_per_epoch)
+        started = time.perf_counter()
+        sketch_idx, photo_idx = sampler.batch(epoch, step)
+        shard = slice(ctx.rank * len(sketch_idx) // ctx.world_size, (ctx.rank + 1) * len(sketch_idx) // ctx.world_size)
+        sketch_idx, photo_idx = sketch_idx[shard], photo_idx[shard]
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + global_step * ctx.world_size + ctx.rank)
+        flip = torch.rand(len(sketch_idx), generator=generator) < 0.5  # the same flip for a sketch and its photo
+        sketches = augment(data.sketches[sketch_idx], generator, flip=flip).to(ctx.device)
+        photos = augment(data.photos[photo_idx], generator, flip=flip, colour=True, max_rotation=5).to(ctx.device)
+        sketch_labels = data.sketch_labels[sketch_idx].to(ctx.device)
+        photo_labels = data.photo_labels[photo_idx].to(ctx.device)
+        same_instance = (photo_idx[:, None] == photo_idx[None, :]).to(ctx.device)
+        data_done = time.perf_counter()
+
+        with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = model(sketches, photos)
+        terms = dsn_losses(net, out, sketch_labels, photo_labels, same_instance)
+        optimiser.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimiser.step()
+        schedule.step()
+        net.memory.update(_gather(out["sketch"].detach().float(), ctx), _gather(sketch_labels, ctx))
+        global_step += 1
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        times.data += data_done - started
+        times.compute += time.perf_counter() - data_done
+        times.steps += 1
+        values = {name: float(value.detach()) for name, value in terms.items()}
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FloatingPointError(f"step {global_step}: non-finite loss {values}")
+        bar.update(1)
+        bar.set_postfix(loss=f"{values['total']:.3f}", epoch=epoch)
+        if log and ctx.is_main:
+            log({"step": global_step, "epoch": epoch, "lr": schedule.get_last_lr()[0], **values})
+        if ctx.is_main and (global_step % config.checkpoint_every == 0 or global_step == total_steps):
+            _atomic_torch_save({"config": asdict(config), "net": net.state_dict(), "optimiser": optimiser.state_dict(),
+                                "schedule": schedule.state_dict(), "global_step": global_step}, state_path)
+        if stop_after_steps is not None and global_step >= stop_after_steps:
+            break
+    bar.close()
+    net.eval()
+    return net, times
