@@ -40,6 +40,8 @@ test-fast: setup
 
 bench: setup
 	python benchmarks/bench_prepare.py
+	python benchmarks/bench_metrics.py
+	python benchmarks/bench_train_data.py
 
 clean:
 	rm -rf data artifacts dvclive .pytest_cache

@@ -82,9 +82,13 @@ def _embed(model: RetrievalModel, manifest: Manifest, rows: pd.DataFrame, domain
                         progress=progress)
 
 
-def _instances(rows: pd.DataFrame) -> np.ndarray | None:
+def _instances(rows: pd.DataFrame, prefix: str) -> np.ndarray | None:
+    """Instance ids; a missing id gets a sentinel unique to its row, so it matches nothing."""
     ids = rows["instance_id"]
-    return None if ids.isna().all() else ids.fillna("").to_numpy(dtype=str)
+    if ids.isna().all():
+        return None
+    sentinels = pd.Series([f"\0{prefix}{i}" for i in range(len(ids))], index=ids.index)
+    return ids.fillna(sentinels).to_numpy(dtype=str)
 
 
 def evaluate_model(model: RetrievalModel, manifest: Manifest, params: EvaluateParams, out_dir: Path,
@@ -105,7 +109,7 @@ def evaluate_model(model: RetrievalModel, manifest: Manifest, params: EvaluatePa
     photo_emb = _embed(model, manifest, photos, "photo", params, progress)
     embed_seconds = time.perf_counter() - started
 
-    q_inst, g_inst = _instances(sketches), _instances(photos)
+    q_inst, g_inst = _instances(sketches, "q"), _instances(photos, "g")
     has_fg = q_inst is not None and g_inst is not None
     request = request_for(params.protocols, has_instances=has_fg, curves=True)
     result = compute_retrieval(sketch_emb, photo_emb, sketches["category"].to_numpy(str),
@@ -121,7 +125,7 @@ def evaluate_model(model: RetrievalModel, manifest: Manifest, params: EvaluatePa
     if params.generalised and not seen_photos.empty:
         seen_emb = _embed(model, manifest, seen_photos, "photo", params, progress)
         gallery = pd.concat([photos, seen_photos], ignore_index=True)
-        g_inst_all = _instances(gallery)
+        g_inst_all = _instances(gallery, "g")
         general = compute_retrieval(sketch_emb, np.concatenate([photo_emb, seen_emb]),
                                     sketches["category"].to_numpy(str), gallery["category"].to_numpy(str),
                                     q_inst if has_fg else None, g_inst_all if has_fg else None,
