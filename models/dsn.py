@@ -39,6 +39,8 @@ class DSNConfig:
     backbone: str = "timm:resnet18"
     pretrained: str | None = None
     image_size: int = 64
+    pool: str = "avg"  # avg: global average pooling; flatten: keep the spatial layout of the last feature map
+    photo_edges: bool = False  # photos enter as their edge map (fixed Sobel layer): line art like sketches
     embedding_dim: int = 256
     projection_dim: int = 128
     shared_heads: bool = False
@@ -54,9 +56,16 @@ class DSNNet(nn.Module):
     def __init__(self, config: DSNConfig, num_classes: int) -> None:
         super().__init__()
         self.config = config
-        backbone = create_backbone(config.backbone, pretrained=config.pretrained, image_size=config.image_size)
-        self.backbone = backbone.module
+        if config.pool not in ("avg", "flatten"):
+            raise ValueError(f"pool must be 'avg' or 'flatten', got {config.pool!r}")
+        extra = {"global_pool": ""} if config.pool == "flatten" else {}
+        backbone = create_backbone(config.backbone, pretrained=config.pretrained, image_size=config.image_size, **extra)
+        self.backbone = nn.Sequential(backbone.module, nn.Flatten()) if extra else backbone.module
         features = backbone.feature_dim
+        if extra:  # the flattened map's width depends on the input size
+            with torch.no_grad():
+                features = int(self.backbone.eval()(torch.zeros(1, 3, config.image_size, config.image_size)).shape[1])
+            self.backbone.train()
         sketch_head = nn.Linear(features, config.embedding_dim)
         photo_head = sketch_head if config.shared_heads else nn.Linear(features, config.embedding_dim)
         self.heads = nn.ModuleDict({"sketch": sketch_head, "photo": photo_head})
@@ -64,17 +73,31 @@ class DSNNet(nn.Module):
                                         nn.Linear(config.embedding_dim, config.projection_dim))
         self.classifier = nn.Linear(config.embedding_dim, num_classes)
         self.memory = SketchMemoryBank(num_classes, config.memory_size, config.embedding_dim)
+        sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+        self.register_buffer("sobel", torch.stack([sobel, sobel.T])[:, None], persistent=False)
         self.register_buffer("mean", torch.tensor(backbone.preprocess.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(backbone.preprocess.std).view(1, 3, 1, 1))
 
+    def edge_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Dark lines on white where the grey level changes (Sobel magnitude), as 3 channels in [0, 1]."""
+        gray = F.pad(images.mean(dim=1, keepdim=True), (1, 1, 1, 1), mode="replicate")  # no edge at the border
+        gradients = F.conv2d(gray, self.sobel.to(images.dtype))
+        magnitude = gradients.pow(2).sum(dim=1, keepdim=True).add(1e-12).sqrt()
+        return (1 - magnitude.clamp(max=1.0)).expand(-1, 3, -1, -1)
+
+    def _input(self, images: torch.Tensor, domain: str) -> torch.Tensor:
+        if domain == "photo" and self.config.photo_edges:
+            images = self.edge_map(images)
+        return (images - self.mean) / self.std
+
     def embed(self, images: torch.Tensor, domain: str) -> torch.Tensor:
         """Images in [0, 1], (B, 3, S, S) → unit embeddings (B, embedding_dim)."""
-        features = self.backbone((images - self.mean) / self.std)
+        features = self.backbone(self._input(images, domain))
         return F.normalize(self.heads[domain](features), dim=1)
 
     def forward(self, sketches: torch.Tensor, photos: torch.Tensor) -> dict[str, torch.Tensor]:
         """One pass over both domains (a single backbone call keeps BatchNorm statistics shared)."""
-        features = self.backbone((torch.cat([sketches, photos]) - self.mean) / self.std)
+        features = self.backbone(torch.cat([self._input(sketches, "sketch"), self._input(photos, "photo")]))
         n = sketches.shape[0]
         sketch_emb = F.normalize(self.heads["sketch"](features[:n]), dim=1)
         photo_emb = F.normalize(self.heads["photo"](features[n:]), dim=1)

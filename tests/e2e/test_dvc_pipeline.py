@@ -29,18 +29,26 @@ def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.Completed
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git + DVC project holding this repository's pipeline, sized down through params only."""
     root = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO_ROOT / name, root / name)
     for package in ("sbir", "models", "stages"):
         shutil.copytree(REPO_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["prepare"]["openmoji_zs"].update(max_items_per_category=2, sketches_per_item=2, image_size=64)
     params["validate"]["min_images_per_category"] = {"train": 1, "test_seen": 1, "test_unseen": 2}
+    params["train"].update(epochs=1, batch_size=8, num_threads=1)
+    params["train"]["model"].update(image_size=32, embedding_dim=32, projection_dim=16, memory_size=4)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], root)
     _run(["dvc", "init", "-q"], root)
     shutil.copy(REPO_ROOT / ".dvc/config", root / ".dvc/config")  # the project's default remote, as cloned
+    _commit(root, "pipeline")  # as a clone has: DVCLive and `dvc exp` need a commit
     return root
+
+
+def _commit(root: Path, message: str) -> None:
+    _run(["git", "add", "-A"], root)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", message], root)
 
 
 def test_repro_prepares_and_validates(project: Path) -> None:
@@ -50,7 +58,9 @@ def test_repro_prepares_and_validates(project: Path) -> None:
     report = yaml.safe_load((project / "data/reports/validation/openmoji_zs.json").read_text())
     assert report["success"] and report["images"] == len(manifest.frame)
     metrics = {name: yaml.safe_load((project / f"artifacts/eval/openmoji_zs/{name}/metrics.json").read_text())
-               for name in ("baseline_random", "baseline_hog")}
+               for name in ("baseline_random", "baseline_hog", "dsn")}
+    assert metrics["dsn"]["model"]["name"] == "dsn"
+    assert (project / "artifacts/checkpoints/dsn/model.safetensors").is_file()
     assert metrics["baseline_hog"]["zero_shot"]["n_classes"] == 17
     shown = _run(["dvc", "metrics", "show", "--json"], project).stdout
     assert "baseline_hog" in shown and "map_all/sklearn/query" in shown
@@ -81,3 +91,10 @@ def test_corrupt_image_stops_the_pipeline_at_validate(project: Path) -> None:
     result = _run(["dvc", "repro", "--single-item", "validate@openmoji_zs"], project, check=False)
     assert result.returncode != 0
     assert "files: decode" in result.stderr and victim in result.stderr
+
+
+def test_experiment_with_a_changed_parameter(project: Path) -> None:
+    _commit(project, "lock")
+    _run(["dvc", "exp", "run", "-S", "train.lr=0.005", "--name", "lr5"], project)
+    shown = _run(["dvc", "exp", "show", "--json"], project).stdout
+    assert "lr5" in shown and "0.005" in shown

@@ -46,6 +46,18 @@ def test_embeddings_are_unit_and_shaped(data: PairedImages) -> None:
     assert out["logits"].shape == (10, data.num_classes) and out["projected"].shape == (10, 16)
 
 
+def test_photo_edge_map_draws_outlines_only(data: PairedImages) -> None:
+    net = build_net(replace(TINY, model=replace(TINY.model, photo_edges=True, pool="flatten")), data.num_classes)
+    square = torch.ones(1, 3, 32, 32)
+    square[:, :, 8:24, 8:24] = 0.2  # a dark filled square on white
+    edges = net.edge_map(square)[0, 0]
+    assert edges[0, 0] > 0.999 and edges[16, 16] > 0.999  # flat regions (and the image border) stay white
+    assert edges[8, 16] < 0.5 and edges[16, 7] < 0.5  # the square's outline is drawn
+    assert torch.allclose(net.edge_map(torch.ones(2, 3, 32, 32)), torch.ones(2, 3, 32, 32), atol=1e-4)
+    with torch.no_grad():
+        assert net.eval().embed(square, "photo").shape == (1, 32)
+
+
 def test_losses_on_hand_made_cases() -> None:
     aligned = torch.eye(4)
     assert cross_modal_infonce(aligned, aligned, torch.eye(4, dtype=torch.bool), 0.07) < 1e-3
