@@ -50,7 +50,7 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     started = time.perf_counter()
     for step in range(args.steps):
-        s_idx, p_idx = sampler.batch(step // sampler.steps_per_epoch, step % sampler.steps_per_epoch)
+        s_idx, p_idx, _ = sampler.batch(step // sampler.steps_per_epoch, step % sampler.steps_per_epoch)
         size = config.model.image_size
         s = torch.stack([torch.from_numpy(_load_rgb(manifest.resolve(sketches["path"][i]), size)) for i in s_idx.tolist()])
         p = torch.stack([torch.from_numpy(_load_rgb(manifest.resolve(photos["path"][i]), size)) for i in p_idx.tolist()])

@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from skimage.feature import canny, hog
 from skimage.filters import gaussian
 
 from models.backbones import create_backbone
 from models.interface import RetrievalModel, TorchRetrievalModel, l2_normalise
 from models.registry import register_model
+from sbir.images import square_rgb
 
 
 @register_model("baseline_random")
@@ -45,11 +46,7 @@ class HogEdgeMatcher(RetrievalModel):
         self.embedding_dim = (cells - 1) ** 2 * 4 * orientations  # 2×2-cell blocks, stride one cell
 
     def _gray(self, image: Image.Image) -> np.ndarray:
-        if image.mode in ("RGBA", "LA", "P"):
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, image.convert("RGBA"))
-        padded = ImageOps.pad(image.convert("L"), (self.image_size, self.image_size), color=255)
-        return np.asarray(padded, dtype=np.float32) / 255.0
+        return np.asarray(square_rgb(image, self.image_size).convert("L"), dtype=np.float32) / 255.0
 
     def _describe(self, line_map: np.ndarray) -> np.ndarray:
         smooth = gaussian(line_map, sigma=self.blur_sigma) if self.blur_sigma else line_map

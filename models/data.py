@@ -1,8 +1,9 @@
 """Training data in memory, paired sampling and augmentation.
 
-Small benchmarks (and every batch's worth of a large one) fit in memory as uint8 tensors at the training
-resolution, so a step never waits for disk or a decoder: images are decoded once, in parallel, then every
-epoch is index arithmetic plus batched tensor augmentation.
+A split is decoded once, in parallel, into uint8 tensors at the training resolution (OpenMoji-ZS at 64 px:
+about 55 MB; Sketchy-Ext at 64 px: about 1.6 GB), so a step never waits for disk or a decoder: every epoch is
+index arithmetic plus batched tensor augmentation. Benchmarks too large for memory at the chosen resolution
+need a streaming loader, which this module does not provide yet.
 
 Pairing: each training step takes a batch of sketches; each sketch is paired with the photo it was drawn from
 when the manifest links them (``instance_id``), otherwise with a random photo of its category.
@@ -17,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
+from sbir.images import square_rgb
 from sbir.manifest import Manifest
 
 
@@ -41,12 +43,7 @@ class PairedImages:
 
 def _load_rgb(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as image:
-        if image.mode in ("RGBA", "LA", "P"):
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, image.convert("RGBA"))
-        padded = ImageOps.pad(image.convert("RGB"), (size, size), color=(255, 255, 255),
-                              method=Image.Resampling.BILINEAR)
-        return np.asarray(padded, dtype=np.uint8).transpose(2, 0, 1)
+        return np.asarray(square_rgb(image, size), dtype=np.uint8).transpose(2, 0, 1)
 
 
 def _load_all(manifest: Manifest, paths: list[str], size: int, workers: int, desc: str, progress: bool) -> torch.Tensor:
@@ -96,19 +93,21 @@ class PairSampler:
         self.photos_of_class = [torch.nonzero(data.photo_labels == c).flatten() for c in range(data.num_classes)]
         self.steps_per_epoch = len(data.sketches) // batch_size  # the ragged tail is dropped
 
-    def batch(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sketch and photo indices of one step (deterministic in seed, epoch, step)."""
+    def batch(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sketch indices, photo indices and whether each pair is a real sketch→photo link (deterministic in
+        seed, epoch, step). Unlinked sketches are paired with a random photo of their category."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(len(self.data.sketches), generator=generator)
         sketches = order[step * self.batch_size:(step + 1) * self.batch_size]
         photos = self.data.sketch_to_photo[sketches].clone()
-        unlinked = torch.nonzero(photos < 0).flatten()
+        linked = photos >= 0
+        unlinked = torch.nonzero(~linked).flatten()
         if unlinked.numel():
             pick = torch.Generator().manual_seed(self.seed * 7919 + epoch * 104729 + step)
             for row in unlinked.tolist():
                 pool = self.photos_of_class[int(self.data.sketch_labels[sketches[row]])]
                 photos[row] = pool[torch.randint(len(pool), (1,), generator=pick)] if len(pool) else 0
-        return sketches, photos
+        return sketches, photos, linked
 
 
 def augment(batch: torch.Tensor, generator: torch.Generator, *, max_rotation: float = 10.0,

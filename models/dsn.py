@@ -4,8 +4,12 @@ Retrieval"): one backbone shared by both domains with modality-specific embeddin
 - cross-entropy over the seen categories (a classifier shared by both domains),
 - cross-modal supervised contrastive learning over augmented sketch and photo views (on a projection),
 - a category-specific sketch memory bank that pulls photos to their category's sketch prototype,
-- and, where sketches link to their photos, an instance-level cross-modal InfoNCE (our addition, for
-  fine-grained retrieval).
+- and, for the sketches that link to the photo they were drawn from, an instance-level cross-modal InfoNCE
+  (our addition, for fine-grained retrieval; category-level pairs never enter it).
+
+Two input options, chosen by ablation on OpenMoji-ZS (benchmarks/results/train_ablation.md): ``pool: flatten``
+keeps the spatial layout of the last feature map, and ``photo_edges`` feeds photos as their Sobel edge map
+(a fixed layer inside the network, so serving needs no extra preprocessing): sketches carry no colour.
 
 Not reproduced: SAKE's knowledge distillation from an ImageNet teacher with a WordNet class mask, which needs
 pretrained teacher weights (unavailable offline); with a local pretrained backbone it could be added as a term.
@@ -58,6 +62,8 @@ class DSNNet(nn.Module):
         self.config = config
         if config.pool not in ("avg", "flatten"):
             raise ValueError(f"pool must be 'avg' or 'flatten', got {config.pool!r}")
+        if config.pool == "flatten" and not config.backbone.startswith("timm:"):
+            raise ValueError(f"pool 'flatten' needs a timm backbone (a feature map); '{config.backbone}' pools itself")
         extra = {"global_pool": ""} if config.pool == "flatten" else {}
         backbone = create_backbone(config.backbone, pretrained=config.pretrained, image_size=config.image_size, **extra)
         self.backbone = nn.Sequential(backbone.module, nn.Flatten()) if extra else backbone.module

@@ -8,7 +8,6 @@ optimiser and the position (epoch, step). Batches and augmentations are drawn fr
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -44,11 +43,18 @@ class TrainConfig:
 
 @dataclass
 class StepTimes:
-    """Where a step's wall time goes: preparing the batch (data) and the forward/backward pass (compute)."""
+    """Where a step's wall time goes: preparing the batch (data) and the forward/backward pass (compute);
+    and how far the run got (``global_step`` of ``total_steps``, counting steps of earlier, resumed runs)."""
 
     data: float = 0.0
     compute: float = 0.0
     steps: int = 0
+    global_step: int = 0
+    total_steps: int = 0
+
+    @property
+    def completed(self) -> bool:
+        return self.global_step >= self.total_steps
 
     @property
     def data_share(self) -> float:
@@ -115,6 +121,27 @@ def _gather(tensor: torch.Tensor, ctx: Distributed) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def data_fingerprint(data: PairedImages) -> str:
+    """Identifies the training data a state belongs to (labels, links, categories, image shapes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for tensor in (data.sketch_labels, data.photo_labels, data.sketch_to_photo):
+        digest.update(tensor.numpy().tobytes())
+    digest.update(repr((data.categories, tuple(data.sketches.shape), tuple(data.photos.shape))).encode())
+    return digest.hexdigest()
+
+
+def _load_state(path: Path, ctx: Distributed) -> dict[str, Any] | None:
+    """Rank 0 reads the saved state and hands it to every rank (no shared filesystem needed)."""
+    state = torch.load(path, map_location="cpu", weights_only=False) if ctx.is_main and path.is_file() else None
+    if ctx.world_size > 1:
+        box = [state]
+        dist.broadcast_object_list(box, src=0)
+        state = box[0]
+    return state
+
+
 def build_net(config: TrainConfig, num_classes: int) -> DSNNet:
     """The network, initialised from the seed alone (the same on every rank)."""
     torch.manual_seed(config.seed)
@@ -129,6 +156,8 @@ def train(config: TrainConfig, data: PairedImages, state_dir: Path, *, net: DSNN
     ``stop_after_steps`` ends the run early after that many global steps (used to interrupt runs in tests).
     """
     ctx = ctx or Distributed()
+    if config.batch_size % ctx.world_size or config.batch_size // ctx.world_size < 2:
+        raise ValueError(f"batch_size {config.batch_size} must split into {ctx.world_size} equal shards of >= 2")
     _seed_everything(config.seed, config.num_threads)
     net = (net or build_net(config, data.num_classes)).to(ctx.device)
     sampler = PairSampler(data, config.batch_size, config.seed)
@@ -140,10 +169,13 @@ def train(config: TrainConfig, data: PairedImages, state_dir: Path, *, net: DSNN
         optimiser, lambda step: config.lr_final_factor ** (step / max(total_steps, 1)))
     global_step = 0
     state_path = state_dir / STATE_FILE
-    if state_path.is_file():
-        state = torch.load(state_path, map_location=ctx.device, weights_only=False)
-        if state["config"] != asdict(config):
-            raise ValueError(f"{state_path}: saved by a run with other settings; delete it to start afresh")
+    identity = {"config": asdict(config), "world_size": ctx.world_size, "data": data_fingerprint(data)}
+    state = _load_state(state_path, ctx)
+    if state is not None:
+        for key, value in identity.items():
+            if state.get(key) != value:
+                raise ValueError(f"{state_path}: saved by a run with other {key.replace('_', ' ')}; "
+                                 "delete it to start afresh")
         net.load_state_dict(state["net"])
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
@@ -153,27 +185,33 @@ def train(config: TrainConfig, data: PairedImages, state_dir: Path, *, net: DSNN
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device] if ctx.device.type == "cuda"
                                                           else None)
     use_amp = config.amp and ctx.device.type == "cuda"
-    times = StepTimes()
+    times = StepTimes(global_step=global_step, total_steps=total_steps)
     bar = tqdm(total=total_steps, initial=global_step, desc="train", unit="step", disable=not (progress and ctx.is_main))
     net.train()
     while global_step < total_steps:
         epoch, step = divmod(global_step, sampler.steps_per_epoch)
         started = time.perf_counter()
-        sketch_idx, photo_idx = sampler.batch(epoch, step)
+        sketch_idx, photo_idx, linked = sampler.batch(epoch, step)
         shard = slice(ctx.rank * len(sketch_idx) // ctx.world_size, (ctx.rank + 1) * len(sketch_idx) // ctx.world_size)
-        sketch_idx, photo_idx = sketch_idx[shard], photo_idx[shard]
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + global_step * ctx.world_size + ctx.rank)
+        sketch_idx, photo_idx, linked = sketch_idx[shard], photo_idx[shard], linked[shard]
+        # a stream of its own (offset from the sampler's per-epoch seeds) for each step and rank
+        generator = torch.Generator().manual_seed((config.seed + 1) * 2_147_483_647 + global_step * ctx.world_size
+                                                  + ctx.rank)
         flip = torch.rand(len(sketch_idx), generator=generator) < 0.5  # the same flip for a sketch and its photo
         sketches = augment(data.sketches[sketch_idx], generator, flip=flip).to(ctx.device)
         photos = augment(data.photos[photo_idx], generator, flip=flip, colour=True, max_rotation=5).to(ctx.device)
         sketch_labels = data.sketch_labels[sketch_idx].to(ctx.device)
         photo_labels = data.photo_labels[photo_idx].to(ctx.device)
-        same_instance = (photo_idx[:, None] == photo_idx[None, :]).to(ctx.device)
+        # the instance term only where a sketch was drawn from its photo (never for category-level pairs)
+        same_instance = ((photo_idx[:, None] == photo_idx[None, :]) & linked[:, None] & linked[None, :]).to(ctx.device)
         data_done = time.perf_counter()
 
         with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = model(sketches, photos)
         terms = dsn_losses(net, out, sketch_labels, photo_labels, same_instance)
+        if not torch.isfinite(terms["total"]):  # before the update: the weights stay as they were
+            raise FloatingPointError(f"step {global_step + 1}: non-finite loss "
+                                     f"{ {k: float(v.detach()) for k, v in terms.items()} }")
         optimiser.zero_grad(set_to_none=True)
         terms["total"].backward()
         optimiser.step()
@@ -185,15 +223,14 @@ def train(config: TrainConfig, data: PairedImages, state_dir: Path, *, net: DSNN
         times.data += data_done - started
         times.compute += time.perf_counter() - data_done
         times.steps += 1
+        times.global_step = global_step
         values = {name: float(value.detach()) for name, value in terms.items()}
-        if not all(math.isfinite(v) for v in values.values()):
-            raise FloatingPointError(f"step {global_step}: non-finite loss {values}")
         bar.update(1)
         bar.set_postfix(loss=f"{values['total']:.3f}", epoch=epoch)
         if log and ctx.is_main:
             log({"step": global_step, "epoch": epoch, "lr": schedule.get_last_lr()[0], **values})
         if ctx.is_main and (global_step % config.checkpoint_every == 0 or global_step == total_steps):
-            _atomic_torch_save({"config": asdict(config), "net": net.state_dict(), "optimiser": optimiser.state_dict(),
+            _atomic_torch_save({**identity, "net": net.state_dict(), "optimiser": optimiser.state_dict(),
                                 "schedule": schedule.state_dict(), "global_step": global_step}, state_path)
         if stop_after_steps is not None and global_step >= stop_after_steps:
             break

@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-CAPABILITY_SCORE_PAIRS = "score_pairs"
-CAPABILITY_EXPLAIN = "explain"
-
+from sbir.images import square_rgb
+from sbir.ranking import l2_normalize as l2_normalise  # noqa: F401  (re-exported for model code)
 
 class RetrievalModel(ABC):
     """Sketch and photo encoders into one L2-normalised embedding space."""
@@ -44,19 +43,12 @@ class RetrievalModel(ABC):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        """Optional abilities beyond the two encoders."""
+        """Optional abilities beyond the two encoders (e.g. "score_pairs", "explain")."""
         return frozenset()
 
     def describe(self) -> dict[str, Any]:
         """What a report or a model registry shows about the model."""
         return {"name": self.name, "embedding_dim": self.embedding_dim, "capabilities": sorted(self.capabilities)}
-
-
-def l2_normalise(embeddings: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Unit rows (a zero row stays zero instead of becoming NaN)."""
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    return embeddings / np.maximum(norms, eps)
 
 
 @dataclass(frozen=True)
@@ -69,11 +61,7 @@ class Preprocess:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """PIL image (any mode) → (3, size, size) float tensor; transparency becomes white, aspect is kept."""
-        if image.mode in ("RGBA", "LA", "P"):
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, image.convert("RGBA"))
-        image = ImageOps.pad(image.convert("RGB"), (self.image_size, self.image_size), color=(255, 255, 255),
-                             method=Image.Resampling.BILINEAR)
+        image = square_rgb(image, self.image_size)
         array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)

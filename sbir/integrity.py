@@ -47,14 +47,19 @@ def file_facts(manifest: Manifest, workers: int = 4, progress: bool = True) -> p
 
 
 def relation_facts(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add ``hash_leak`` (same bytes in train and a test split) and ``instance_resolves`` columns."""
+    """Add ``hash_leak`` (same bytes in train and a test split) and ``instance_resolves`` (a sketch's instance
+    link names a photo of its own category) columns."""
     frame = frame.copy()
     train_hashes = set(frame.loc[frame["split"] == "train", "content_hash"])
     test_hashes = set(frame.loc[frame["split"].isin(TEST_SPLITS), "content_hash"])
     frame["hash_leak"] = frame["content_hash"].isin(train_hashes & test_hashes)
-    photo_instances = set(frame.loc[frame["domain"] == "photo", "instance_id"].dropna())
+    # a link resolves to a photo of the same category (splits may differ: SAKE's held-out seen-class sketches
+    # link to training photos)
+    photos = frame[frame["domain"] == "photo"]
+    photo_keys = {(c, i) for c, i in zip(photos["category"], photos["instance_id"]) if isinstance(i, str)}
     linked = frame["domain"].eq("sketch") & frame["instance_id"].notna()
-    frame["instance_resolves"] = ~linked | frame["instance_id"].isin(photo_instances)
+    keys = pd.Series(list(zip(frame["category"], frame["instance_id"])), index=frame.index)
+    frame["instance_resolves"] = ~linked | keys.isin(photo_keys)
     return frame
 
 

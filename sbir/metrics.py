@@ -307,7 +307,7 @@ def compute_retrieval(query_emb: np.ndarray, gallery_emb: np.ndarray, query_labe
     curves = CurveSums(n_classes, req.recall_points, req.k_grid) if req.curves else None
     kmax = None if req.full_ranking else max((*req.map_ks, *req.p_ks), default=None)
     cut_ks = {*req.map_ks, *req.p_ks, *(req.k_grid if req.curves else ())}  # where P@K-type lists are cut
-    threads = n_threads or len(os.sched_getaffinity(0))
+    threads = n_threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     q_order = np.argsort(q_code, kind="stable")  # chunks hold few categories; each runs against its own hits
     if not (req.categorical or fg_ks):
         q_order = q_order[:0]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,9 @@ import pandas as pd
 from models.embed import embed_images
 from models.interface import RetrievalModel
 from models.registry import create_model, load_model
+from models.backbones import BackboneError
 from sbir.config import ConfigError, build, load_params, section
+from sbir.datasets.benchmark_lists import normalize_class as normalise_category
 from sbir.manifest import Manifest, ManifestError, read_manifest
 from sbir.metrics import compute_retrieval, request_for
 from sbir.plots import pick_queries, retrieval_grid
@@ -51,11 +52,6 @@ class EvaluateParams:
     seed: int = 0
     workers: int = 2
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def normalise_category(name: str) -> str:
-    """Compare category names across datasets: case, spaces, hyphens and underscores do not matter."""
-    return re.sub(r"[\s_\-]+", "_", name.strip().lower())
 
 
 def resolve_model(reference: str, params: EvaluateParams) -> tuple[RetrievalModel, dict[str, Any]]:
@@ -155,7 +151,8 @@ def _write_grid(manifest: Manifest, sketches: pd.DataFrame, photos: pd.DataFrame
     relevance = []
     for row, query in zip(top, chosen):
         same = photos["category"].to_numpy(str)[row] == sketches["category"].iloc[query]
-        exact = photos["instance_id"].to_numpy(object)[row] == sketches["instance_id"].iloc[query]
+        query_instance = sketches["instance_id"].iloc[query]
+        exact = (photos["instance_id"].to_numpy(object)[row] == query_instance) & pd.notna(query_instance)
         relevance.append(np.where(exact & same, 2, same.astype(int)).tolist())
     image = retrieval_grid([manifest.resolve(sketches["path"].iloc[q]) for q in chosen],
                            [[manifest.resolve(photos["path"].iloc[j]) for j in row] for row in top], relevance,
@@ -181,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = read_manifest(Path("data/prepared") / dataset)
         document = evaluate_model(model, manifest, params, args.out or EVAL_ROOT / dataset / name, trained,
                                   progress=not args.no_progress)
-    except (ConfigError, ManifestError, FileNotFoundError, KeyError) as error:
+    except (ConfigError, ManifestError, FileNotFoundError, KeyError, ValueError, TypeError, BackboneError) as error:
         print(f"evaluate failed: {error}", file=sys.stderr)
         return 2
     shown = {k: v for k, v in document["zero_shot"].items() if k.startswith(("preset/", "map_all"))}

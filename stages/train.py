@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from models.backbones import BackboneError
 from sbir.config import ConfigError, build, load_params, section
 from sbir.manifest import ManifestError, read_manifest
 
@@ -92,8 +93,8 @@ def run_training(dataset: str, config, *, prepared_root: Path = Path("data/prepa
                "categories": data.num_classes, "steps": times.steps, "train_seconds": round(train_seconds, 1),
                "image_load_seconds": round(load_seconds, 1), "data_share_of_step": round(times.data_share, 4),
                "seconds_per_step": round((times.data + times.compute) / max(times.steps, 1), 4)}
-    interrupted = stop_after_steps is not None and times.steps and times.steps < config.epochs * steps_per_epoch
-    if ctx.is_main and not interrupted:
+    summary["completed"] = times.completed
+    if ctx.is_main and times.completed:
         save_model(net, checkpoint_dir, {"dataset": dataset, "train_categories": data.categories,
                                          "train": {k: v for k, v in asdict(config).items() if k != "model"}})
         train_dir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset, config = parse_config(section(load_params(args.params), "train", source=args.params),
                                        f"{args.params}: train")
         summary = run_training(dataset, config, progress=not args.no_progress, stop_after_steps=args.stop_after_steps)
-    except (ConfigError, ManifestError, ValueError) as error:
+    except (ConfigError, ManifestError, ValueError, TypeError, BackboneError) as error:
         print(f"train failed: {error}", file=sys.stderr)
         return 2
     print(json.dumps(summary))

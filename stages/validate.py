@@ -21,7 +21,7 @@ import pandas as pd
 
 from sbir.config import ConfigError, build, load_params, section
 from sbir.integrity import category_splits, file_facts, group_counts, relation_facts
-from sbir.manifest import COLUMNS, ManifestError, read_manifest
+from sbir.manifest import COLUMNS, DOMAINS, SPLITS, ManifestError, read_manifest
 
 REPORT_ROOT = Path("data/reports/validation")
 MAX_LISTED = 50  # offending rows listed per failed check
@@ -54,9 +54,8 @@ def _suites(gx: Any, params: ValidateParams) -> dict[str, list[tuple[str, Any]]]
         *[(f"schema: {c} not null", E.ExpectColumnValuesToNotBeNull(column=c))
           for c in ("path", "domain", "category", "split", "content_hash")],
         ("schema: path unique", E.ExpectColumnValuesToBeUnique(column="path")),
-        ("schema: domain values", E.ExpectColumnValuesToBeInSet(column="domain", value_set=["sketch", "photo"])),
-        ("schema: split values", E.ExpectColumnValuesToBeInSet(column="split",
-                                                               value_set=["train", "test_seen", "test_unseen"])),
+        ("schema: domain values", E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(DOMAINS))),
+        ("schema: split values", E.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))),
         ("schema: content_hash is sha256", E.ExpectColumnValuesToMatchRegex(column="content_hash",
                                                                            regex=r"^[0-9a-f]{64}$")),
         ("files: exist", E.ExpectColumnValuesToBeInSet(column="file_exists", value_set=[True])),

@@ -25,8 +25,6 @@ class Dataset(ABC):
     """A source of sketches and photos with categories, splits and (optionally) sketch→photo links."""
 
     name: ClassVar[str]
-    #: True when ``prepare`` writes images into the output folder; False when it indexes them in place.
-    copies_images: ClassVar[bool] = False
 
     @abstractmethod
     def prepare(self, out_dir: Path, *, progress: bool = True) -> Manifest:

@@ -53,7 +53,6 @@ class BenchmarkDataset(Dataset):
     """A published benchmark read from the user's folder; subclasses only set ``spec`` (and instance ids)."""
 
     spec: ClassVar[BenchmarkSpec]
-    copies_images: ClassVar[bool] = False
     drop_duplicate_photos: bool = False  # a parameter only where photos have instance ids (Sketchy)
 
     def __init__(self, root: str | Path, *, layout: str = "zse", split_source: str = "lists",

@@ -178,7 +178,6 @@ def _render_item(job: _RenderJob) -> list[dict[str, Any]] | str:
 class OpenMojiZS(Dataset):
     """The embedded default: OpenMoji line art as sketches, colour renderings as photos."""
 
-    copies_images = True
 
     def __init__(self, image_size: int = 128, sketches_per_item: int = 3, min_items_per_category: int = 5,
                  exclude_groups: tuple[str, ...] | list[str] = ("Flags",), seen_test_fraction: float = 0.1,

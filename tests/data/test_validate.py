@@ -89,6 +89,16 @@ def test_broken_instance_link_small_category_and_bad_mode(tmp_path: Path) -> Non
     assert failed["images: photo modes"] == ["images/photo/apple/apple-0.png"]
 
 
+def test_link_to_a_photo_of_another_category_is_caught(tiny_dataset: Path) -> None:
+    def relink(frame: pd.DataFrame) -> pd.DataFrame:
+        frame.loc[frame["path"] == "images/sketch/apple/apple-0.png", "instance_id"] = "boat-0"
+        return frame
+
+    _rewrite(tiny_dataset, relink)
+    failed = _failed(validate_dataset(tiny_dataset, ValidateParams(), progress=False))
+    assert failed == {"links: sketch instance resolves to a photo": ["images/sketch/apple/apple-0.png"]}
+
+
 def test_image_size_limits(tiny_dataset: Path) -> None:
     failed = _failed(validate_dataset(tiny_dataset, ValidateParams(min_side=64), progress=False))
     assert len(failed["images: width within limits"]) == 18

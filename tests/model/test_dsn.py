@@ -27,9 +27,11 @@ def data(tiny_openmoji: Path) -> PairedImages:
     photo_keep = full.photo_labels < 6
     photo_index = torch.full((len(full.photos),), -1, dtype=torch.int64)
     photo_index[photo_keep] = torch.arange(int(photo_keep.sum()))
+    links = full.sketch_to_photo[keep]
     return PairedImages(sketches=full.sketches[keep], photos=full.photos[photo_keep],
                         sketch_labels=full.sketch_labels[keep], photo_labels=full.photo_labels[photo_keep],
-                        sketch_to_photo=photo_index[full.sketch_to_photo[keep]], categories=full.categories[:6])
+                        sketch_to_photo=torch.where(links >= 0, photo_index[links.clamp(min=0)], -1),
+                        categories=full.categories[:6])
 
 
 def _weights(net) -> dict[str, torch.Tensor]:
@@ -77,12 +79,13 @@ def test_losses_on_hand_made_cases() -> None:
 
 def test_sampler_pairs_sketches_with_their_photos(data: PairedImages) -> None:
     sampler = PairSampler(data, batch_size=8, seed=0)
-    sketches, photos = sampler.batch(epoch=0, step=1)
-    assert torch.equal(photos, data.sketch_to_photo[sketches])
+    sketches, photos, linked = sampler.batch(epoch=0, step=1)
+    assert torch.equal(photos, data.sketch_to_photo[sketches]) and linked.all()
     assert torch.equal(sampler.batch(0, 1)[0], sketches) and not torch.equal(sampler.batch(1, 1)[0], sketches)
     unlinked = replace(data, sketch_to_photo=torch.full_like(data.sketch_to_photo, -1))
-    sketches, photos = PairSampler(unlinked, 8, 0).batch(0, 0)
+    sketches, photos, linked = PairSampler(unlinked, 8, 0).batch(0, 0)
     assert torch.equal(data.photo_labels[photos], data.sketch_labels[sketches])  # same-category fallback
+    assert not linked.any()
 
 
 def test_augment_is_seeded_and_keeps_white_background(data: PairedImages) -> None:
@@ -131,10 +134,32 @@ def test_training_is_deterministic_and_resume_is_exact(data: PairedImages, tmp_p
     assert not torch.equal(_weights(different)["heads.sketch.weight"], reference["heads.sketch.weight"])
 
 
-def test_resume_refuses_a_state_from_other_settings(data: PairedImages, tmp_path: Path) -> None:
+def test_resume_refuses_a_state_from_other_settings_or_data(data: PairedImages, tmp_path: Path) -> None:
     train(TINY, data, tmp_path, progress=False, stop_after_steps=2)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match="other config"):
         train(replace(TINY, lr=1e-4), data, tmp_path, progress=False)
+    relabelled = replace(data, sketch_labels=data.sketch_labels.roll(1))
+    with pytest.raises(ValueError, match="other data"):
+        train(TINY, relabelled, tmp_path, progress=False)
+
+
+def test_resumed_run_reports_completion_and_batches_must_shard(data: PairedImages, tmp_path: Path) -> None:
+    from models.engine import Distributed
+
+    _, first = train(TINY, data, tmp_path, progress=False, stop_after_steps=2)
+    assert not first.completed and first.global_step == 2
+    _, rest = train(TINY, data, tmp_path, progress=False, stop_after_steps=10_000)
+    assert rest.completed and rest.global_step == rest.total_steps
+    with pytest.raises(ValueError, match="equal shards"):
+        train(TINY, data, tmp_path / "x", progress=False, ctx=Distributed(rank=0, world_size=3))
+
+
+def test_category_level_pairs_never_enter_the_instance_term(data: PairedImages, tmp_path: Path) -> None:
+    unlinked = replace(data, sketch_to_photo=torch.full_like(data.sketch_to_photo, -1))
+    logged: list[dict] = []
+    train(replace(TINY, epochs=1), unlinked, tmp_path, progress=False, log=logged.append)
+    assert logged and all(entry["instance"] == 0.0 for entry in logged)
+    assert all(entry["classification"] > 0 for entry in logged)
 
 
 def test_save_load_round_trip_gives_identical_embeddings(data: PairedImages, tmp_path: Path) -> None:
