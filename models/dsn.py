@@ -77,7 +77,8 @@ class DSNNet(nn.Module):
         self.heads = nn.ModuleDict({"sketch": sketch_head, "photo": photo_head})
         self.projection = nn.Sequential(nn.Linear(config.embedding_dim, config.embedding_dim), nn.ReLU(inplace=True),
                                         nn.Linear(config.embedding_dim, config.projection_dim))
-        self.classifier = nn.Linear(config.embedding_dim, num_classes)
+        # a cosine classifier: logits of unit embeddings need a scale (1/temperature) to become confident
+        self.classifier = nn.Linear(config.embedding_dim, num_classes, bias=False)
         self.memory = SketchMemoryBank(num_classes, config.memory_size, config.embedding_dim)
         sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
         self.register_buffer("sobel", torch.stack([sobel, sobel.T])[:, None], persistent=False)
@@ -108,7 +109,8 @@ class DSNNet(nn.Module):
         sketch_emb = F.normalize(self.heads["sketch"](features[:n]), dim=1)
         photo_emb = F.normalize(self.heads["photo"](features[n:]), dim=1)
         embeddings = torch.cat([sketch_emb, photo_emb])
-        return {"sketch": sketch_emb, "photo": photo_emb, "logits": self.classifier(embeddings),
+        logits = embeddings @ F.normalize(self.classifier.weight, dim=1).T / self.config.temperature
+        return {"sketch": sketch_emb, "photo": photo_emb, "logits": logits,
                 "projected": F.normalize(self.projection(embeddings), dim=1)}
 
 
