@@ -18,9 +18,10 @@ from skimage.feature import canny, hog
 from skimage.filters import gaussian
 
 from models.backbones import create_backbone
-from models.interface import RetrievalModel, TorchRetrievalModel, l2_normalise
+from models.interface import RetrievalModel, TorchRetrievalModel
 from models.registry import register_model
 from sbir.images import square_rgb
+from sbir.ranking import l2_normalize
 
 
 @register_model("baseline_random")
@@ -64,7 +65,7 @@ class HogEdgeMatcher(RetrievalModel):
     def _stack(self, maps: list[np.ndarray]) -> np.ndarray:
         if not maps:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        return l2_normalise(np.stack([self._describe(m) for m in maps]))
+        return l2_normalize(np.stack([self._describe(m) for m in maps]))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "image_size": self.image_size, "pixels_per_cell": self.pixels_per_cell}

@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 
 from sbir.images import square_rgb
-from sbir.ranking import l2_normalize as l2_normalise  # noqa: F401  (re-exported for model code)
 
 class RetrievalModel(ABC):
     """Sketch and photo encoders into one L2-normalised embedding space."""

@@ -8,8 +8,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from models.backbones import BackboneError, create_backbone
-from models.interface import Preprocess, l2_normalise
+from models.interface import Preprocess
 from models.registry import available_models, create_model, load_model
+from sbir.ranking import l2_normalize
 
 
 def _drawing(shape: str, size: int = 96, mode: str = "RGB") -> Image.Image:
@@ -64,8 +65,8 @@ def test_preprocess_pads_to_square_and_flattens_transparency() -> None:
     assert black[:, 16, 16].sum() == 0 and black[:, 0, 16].min() == 1  # content centred, white padding
 
 
-def test_l2_normalise_keeps_zero_rows() -> None:
-    out = l2_normalise(np.array([[3.0, 4.0], [0.0, 0.0]]))
+def test_l2_normalize_keeps_zero_rows() -> None:
+    out = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     assert np.allclose(out, [[0.6, 0.8], [0, 0]])
 
 
