@@ -79,10 +79,23 @@ def _timm_backbone(name: str, pretrained: str | None, image_size: int, **kwargs)
         if significant:
             raise BackboneError(f"{pretrained}: does not fit timm:{name}; missing {significant[:5]}...")
     config = module.pretrained_cfg or {}
+    if kwargs.get("features_only"):
+        module = _LastFeatureMap(module)
     preprocess = Preprocess(image_size=image_size, mean=tuple(config.get("mean", (0.485, 0.456, 0.406))),
                             std=tuple(config.get("std", (0.229, 0.224, 0.225))))
     return Backbone(module, _output_dim(module, image_size), preprocess, f"timm:{name}",
                     str(pretrained) if pretrained else None)
+
+
+class _LastFeatureMap(nn.Module):
+    """A timm ``features_only`` network cut at one stage: images → that stage's feature map."""
+
+    def __init__(self, features: nn.Module) -> None:
+        super().__init__()
+        self.features = features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images)[-1]
 
 
 def _output_dim(module: nn.Module, image_size: int) -> int:

@@ -7,9 +7,10 @@ Retrieval"): one backbone shared by both domains with modality-specific embeddin
 - and, for the sketches that link to the photo they were drawn from, an instance-level cross-modal InfoNCE
   (our addition, for fine-grained retrieval; category-level pairs never enter it).
 
-Two input options, chosen by ablation on OpenMoji-ZS (benchmarks/results/train_ablation.md): ``pool: flatten``
-keeps the spatial layout of the last feature map, and ``photo_edges`` feeds photos as their Sobel edge map
-(a fixed layer inside the network, so serving needs no extra preprocessing): sketches carry no colour.
+Three architecture options, chosen by ablation on OpenMoji-ZS (benchmarks/results/train_ablation.md):
+``feature_level`` cuts a timm backbone after one stage (faster, and a finer map), ``pool: flatten`` keeps the
+spatial layout of that map, and ``photo_edges`` feeds photos as their Sobel edge map (a fixed layer inside the
+network, so serving needs no extra preprocessing): sketches carry no colour.
 
 Not reproduced: SAKE's knowledge distillation from an ImageNet teacher with a WordNet class mask, which needs
 pretrained teacher weights (unavailable offline); with a local pretrained backbone it could be added as a term.
@@ -44,6 +45,7 @@ class DSNConfig:
     pretrained: str | None = None
     image_size: int = 64
     pool: str = "avg"  # avg: global average pooling; flatten: keep the spatial layout of the last feature map
+    feature_level: int | None = None  # timm backbones: cut after this stage (timm out_indices); None: whole net
     photo_edges: bool = False  # photos enter as their edge map (fixed Sobel layer): line art like sketches
     embedding_dim: int = 256
     projection_dim: int = 128
@@ -64,11 +66,21 @@ class DSNNet(nn.Module):
             raise ValueError(f"pool must be 'avg' or 'flatten', got {config.pool!r}")
         if config.pool == "flatten" and not config.backbone.startswith("timm:"):
             raise ValueError(f"pool 'flatten' needs a timm backbone (a feature map); '{config.backbone}' pools itself")
-        extra = {"global_pool": ""} if config.pool == "flatten" else {}
+        if config.feature_level is not None and not config.backbone.startswith("timm:"):
+            raise ValueError(f"feature_level needs a timm backbone; '{config.backbone}' has no feature stages")
+        if config.feature_level is not None:
+            extra: dict[str, Any] = {"features_only": True, "out_indices": (config.feature_level,)}
+        else:
+            extra = {"global_pool": ""} if config.pool == "flatten" else {}
         backbone = create_backbone(config.backbone, pretrained=config.pretrained, image_size=config.image_size, **extra)
-        self.backbone = nn.Sequential(backbone.module, nn.Flatten()) if extra else backbone.module
+        if config.pool == "flatten":
+            self.backbone = nn.Sequential(backbone.module, nn.Flatten())
+        elif config.feature_level is not None:
+            self.backbone = nn.Sequential(backbone.module, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        else:
+            self.backbone = backbone.module
         features = backbone.feature_dim
-        if extra:  # the flattened map's width depends on the input size
+        if config.pool == "flatten":  # the flattened map's width depends on the input size
             with torch.no_grad():
                 features = int(self.backbone.eval()(torch.zeros(1, 3, config.image_size, config.image_size)).shape[1])
             self.backbone.train()

@@ -88,6 +88,35 @@ def test_sampler_pairs_sketches_with_their_photos(data: PairedImages) -> None:
     assert not linked.any()
 
 
+def test_category_runs_sampler_covers_every_sketch_in_same_category_runs(data: PairedImages) -> None:
+    sampler = PairSampler(data, batch_size=8, seed=0, per_category=4)
+    for epoch in (0, 1):
+        order = sampler._epoch_order(epoch)
+        assert sorted(order.tolist()) == list(range(len(data.sketches)))  # a permutation: nothing lost or doubled
+    sketches, photos, linked = sampler.batch(0, 0)
+    labels = data.sketch_labels[sketches]
+    assert len(labels.unique()) <= 2 + 1  # runs of 4: a batch of 8 spans at most two categories (+ a short run)
+    assert torch.equal(photos, data.sketch_to_photo[sketches]) and linked.all()
+    assert torch.equal(sampler.batch(0, 0)[0], sketches) and sampler.steps_per_epoch == len(data.sketches) // 8
+    plain = PairSampler(data, batch_size=8, seed=0)
+    assert len(data.sketch_labels[plain.batch(0, 0)[0]].unique()) > 3  # without runs: mixed categories
+    with pytest.raises(ValueError, match="per_category"):
+        PairSampler(data, 8, 0, per_category=0)
+
+
+@pytest.mark.parametrize("pool", ["flatten", "avg"])
+def test_backbone_cut_at_a_stage_gives_unit_embeddings(data: PairedImages, pool: str) -> None:
+    config = replace(TINY, model=replace(TINY.model, feature_level=2, pool=pool))
+    net = build_net(config, data.num_classes).eval()
+    whole = build_net(replace(TINY, model=replace(TINY.model, pool=pool)), data.num_classes)
+    assert sum(p.numel() for p in net.backbone.parameters()) < sum(p.numel() for p in whole.backbone.parameters())
+    with torch.no_grad():
+        out = net(data.sketches[:3].float() / 255, data.photos[:3].float() / 255)
+    assert out["sketch"].shape == (3, 32) and torch.allclose(out["photo"].norm(dim=1), torch.ones(3), atol=1e-5)
+    with pytest.raises(ValueError, match="feature_level needs a timm backbone"):
+        build_net(replace(TINY, model=replace(TINY.model, backbone="open_clip:RN50", feature_level=2)), 3)
+
+
 def test_augment_is_seeded_and_keeps_white_background(data: PairedImages) -> None:
     first = augment(data.photos[:4], torch.Generator().manual_seed(1), colour=True)
     again = augment(data.photos[:4], torch.Generator().manual_seed(1), colour=True)
