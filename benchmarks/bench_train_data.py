@@ -46,7 +46,7 @@ def main() -> None:
     # baseline: decode each batch's PNGs from disk at every step
     sketches = manifest.select(split="train", domain="sketch").reset_index(drop=True)
     photos = manifest.select(split="train", domain="photo").reset_index(drop=True)
-    sampler = PairSampler(data, config.batch_size, config.seed)
+    sampler = PairSampler(data, config.batch_size, config.seed, config.sketches_per_category)
     generator = torch.Generator().manual_seed(0)
     started = time.perf_counter()
     for step in range(args.steps):

@@ -84,20 +84,35 @@ class PairSampler:
     at (epoch, step) sees exactly the batches an uninterrupted run would.
     """
 
-    def __init__(self, data: PairedImages, batch_size: int, seed: int) -> None:
+    def __init__(self, data: PairedImages, batch_size: int, seed: int, per_category: int = 1) -> None:
         if batch_size < 2:
             raise ValueError("batch_size must be >= 2 (contrastive losses need negatives)")
+        if per_category < 1:
+            raise ValueError(f"per_category must be >= 1, got {per_category}")
         self.data = data
         self.batch_size = batch_size
         self.seed = seed
+        self.per_category = per_category
+        self.sketches_of_class = [torch.nonzero(data.sketch_labels == c).flatten() for c in range(data.num_classes)]
         self.photos_of_class = [torch.nonzero(data.photo_labels == c).flatten() for c in range(data.num_classes)]
         self.steps_per_epoch = len(data.sketches) // batch_size  # the ragged tail is dropped
+
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        """Every sketch once. With ``per_category`` k > 1, runs of k sketches of one category, in random order:
+        a batch then holds several photos of the same categories (hard negatives for the instance term)."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if self.per_category == 1:
+            return torch.randperm(len(self.data.sketches), generator=generator)
+        runs = []
+        for members in self.sketches_of_class:
+            shuffled = members[torch.randperm(len(members), generator=generator)]
+            runs.extend(shuffled.split(self.per_category))
+        return torch.cat([runs[i] for i in torch.randperm(len(runs), generator=generator).tolist()])
 
     def batch(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sketch indices, photo indices and whether each pair is a real sketch→photo link (deterministic in
         seed, epoch, step). Unlinked sketches are paired with a random photo of their category."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.data.sketches), generator=generator)
+        order = self._epoch_order(epoch)
         sketches = order[step * self.batch_size:(step + 1) * self.batch_size]
         photos = self.data.sketch_to_photo[sketches].clone()
         linked = photos >= 0

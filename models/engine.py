@@ -31,6 +31,7 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 32
+    sketches_per_category: int = 1  # > 1: batches of runs of that many same-category sketches (hard negatives)
     lr: float = 1e-3
     weight_decay: float = 5e-4
     lr_final_factor: float = 0.01  # DSN-style decay: lr · factor^(progress)
@@ -38,6 +39,7 @@ class TrainConfig:
     num_threads: int = 2
     checkpoint_every: int = 50  # steps
     amp: bool = True  # bf16 autocast on CUDA only
+    channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and on GPU tensor cores
     model: DSNConfig = field(default_factory=DSNConfig)
 
 
@@ -160,7 +162,9 @@ def train(config: TrainConfig, data: PairedImages, state_dir: Path, *, net: DSNN
         raise ValueError(f"batch_size {config.batch_size} must split into {ctx.world_size} equal shards of >= 2")
     _seed_everything(config.seed, config.num_threads)
     net = (net or build_net(config, data.num_classes)).to(ctx.device)
-    sampler = PairSampler(data, config.batch_size, config.seed)
+    if config.channels_last:  # convolutions follow their weights' layout; inputs need no conversion
+        net = net.to(memory_format=torch.channels_last)
+    sampler = PairSampler(data, config.batch_size, config.seed, config.sketches_per_category)
     if sampler.steps_per_epoch == 0:
         raise ValueError(f"{len(data.sketches)} training sketches is fewer than one batch of {config.batch_size}")
     total_steps = config.epochs * sampler.steps_per_epoch
@@ -235,5 +239,6 @@ def train(config: TrainConfig, data: PairedImages, state_dir: Path, *, net: DSNN
         if stop_after_steps is not None and global_step >= stop_after_steps:
             break
     bar.close()
-    net.eval()
+    # hand back the standard layout: the returned net then embeds exactly like one loaded from its checkpoint
+    net = net.to(memory_format=torch.contiguous_format).eval()
     return net, times

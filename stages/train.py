@@ -80,7 +80,7 @@ def run_training(dataset: str, config, *, prepared_root: Path = Path("data/prepa
     started = time.perf_counter()
     data = load_paired_images(manifest, "train", config.model.image_size, progress=progress and ctx.is_main)
     load_seconds = time.perf_counter() - started
-    steps_per_epoch = PairSampler(data, config.batch_size, config.seed).steps_per_epoch
+    steps_per_epoch = PairSampler(data, config.batch_size, config.seed, config.sketches_per_category).steps_per_epoch
     live = Live(str(train_dir / "dvclive"), dvcyaml=None, save_dvc_exp=False, report=None,
                 resume=(state_dir / "state.pt").is_file()) if ctx.is_main else None
     logger = EpochLogger(live, steps_per_epoch) if live else None
