@@ -128,9 +128,12 @@ class PairSampler:
 def augment(batch: torch.Tensor, generator: torch.Generator, *, max_rotation: float = 10.0,
             scale: tuple[float, float] = (0.85, 1.1), max_shift: float = 0.08, flip: torch.Tensor | None = None,
             colour: bool = False) -> torch.Tensor:
-    """Batched random affine (white fill), optional given flips and photo colour jitter; uint8 → float in [0,1]."""
+    """Batched random affine (white fill), optional given flips and photo colour jitter; uint8 → float in [0,1].
+
+    The random draws come from ``generator`` on the CPU whatever the batch's device, so a batch moved to a GPU
+    first gets the same transforms as on the CPU, computed there."""
     images = batch.float() / 255.0
-    n = images.shape[0]
+    n, device = images.shape[0], images.device
     angle = (torch.rand(n, generator=generator) * 2 - 1) * np.deg2rad(max_rotation)
     zoom = torch.empty(n).uniform_(*scale, generator=generator)
     shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift * 2
@@ -138,14 +141,14 @@ def augment(batch: torch.Tensor, generator: torch.Generator, *, max_rotation: fl
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     if flip is not None:
         theta[flip, 0, :2] *= -1
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(device), list(images.shape), align_corners=False)
     # sample 1 - image so that the zero padding of grid_sample becomes white
     images = 1 - F.grid_sample(1 - images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if colour:
-        brightness = torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3, generator=generator)
-        saturation = torch.empty(n, 1, 1, 1).uniform_(0.5, 1.5, generator=generator)
+        brightness = torch.empty(n, 1, 1, 1).uniform_(0.7, 1.3, generator=generator).to(device)
+        saturation = torch.empty(n, 1, 1, 1).uniform_(0.5, 1.5, generator=generator).to(device)
         gray = images.mean(dim=1, keepdim=True)
         images = (gray + (images - gray) * saturation) * brightness
-        to_gray = torch.rand(n, generator=generator) < 0.2
+        to_gray = (torch.rand(n, generator=generator) < 0.2).to(device)
         images[to_gray] = images[to_gray].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
     return images.clamp_(0, 1)

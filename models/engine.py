@@ -100,6 +100,8 @@ def _seed_everything(seed: int, threads: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, threads))
+    # cuBLAS is deterministic only with a fixed workspace; read when the process makes its first handle
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
@@ -202,12 +204,15 @@ def train(config: TrainConfig, data: PairedImages, state_dir: Path, *, net: DSNN
         generator = torch.Generator().manual_seed((config.seed + 1) * 2_147_483_647 + global_step * ctx.world_size
                                                   + ctx.rank)
         flip = torch.rand(len(sketch_idx), generator=generator) < 0.5  # the same flip for a sketch and its photo
-        sketches = augment(data.sketches[sketch_idx], generator, flip=flip).to(ctx.device)
-        photos = augment(data.photos[photo_idx], generator, flip=flip, colour=True, max_rotation=5).to(ctx.device)
+        # uint8 batches travel to the device and are augmented there (a GPU's share of data time stays small)
+        sketches = augment(data.sketches[sketch_idx].to(ctx.device), generator, flip=flip)
+        photos = augment(data.photos[photo_idx].to(ctx.device), generator, flip=flip, colour=True, max_rotation=5)
         sketch_labels = data.sketch_labels[sketch_idx].to(ctx.device)
         photo_labels = data.photo_labels[photo_idx].to(ctx.device)
         # the instance term only where a sketch was drawn from its photo (never for category-level pairs)
         same_instance = ((photo_idx[:, None] == photo_idx[None, :]) & linked[:, None] & linked[None, :]).to(ctx.device)
+        if ctx.device.type == "cuda":  # count the augmentation kernels as data time, not compute
+            torch.cuda.synchronize(ctx.device)
         data_done = time.perf_counter()
 
         with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
