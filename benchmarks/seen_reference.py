@@ -115,5 +115,6 @@ def write(new: dict[int, dict]) -> None:
                      f"{facts['seen_train_seconds']} s.")
     (RESULTS / "seen_reference.md").write_text("\n".join(lines) + "\n")
 
+
 if __name__ == "__main__":
     main()
