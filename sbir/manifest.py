@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sbir.io import atomic_write
+
 MANIFEST_FILE = "manifest.parquet"
 DOMAINS = ("sketch", "photo")
 SPLITS = ("train", "test_seen", "test_unseen")
@@ -82,6 +84,12 @@ class Manifest:
         return self.frame[mask]
 
 
+def manifest_fingerprint(manifest: Manifest) -> str:
+    """SHA-256 over the manifest's rows (content hashes included): which data a model or an embedding saw."""
+    frame = manifest.frame.loc[:, list(COLUMNS)]
+    return hashlib.sha256(frame.fillna("").to_csv(index=False).encode()).hexdigest()
+
+
 def write_manifest(frame: pd.DataFrame, out_dir: str | Path, *, dataset: str, image_root: str | Path = ".",
                    extra: dict | None = None) -> Path:
     """Write ``manifest.parquet`` into ``out_dir``; ``image_root`` is stored relative to it when possible."""
@@ -93,9 +101,7 @@ def write_manifest(frame: pd.DataFrame, out_dir: str | Path, *, dataset: str, im
     table = table.replace_schema_metadata({_METADATA_KEY: json.dumps(meta).encode()})
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / MANIFEST_FILE
-    tmp = target.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(target)
+    atomic_write(target, lambda handle: pq.write_table(table, handle))
     return target
 
 

@@ -267,7 +267,7 @@ def _check_inputs(query: np.ndarray, gallery: np.ndarray, q_labels: np.ndarray, 
         raise ValueError("gallery embeddings contain NaN or infinity")
 
 
-def compute_retrieval(query_emb: np.ndarray, gallery_emb: np.ndarray, query_labels: Sequence | np.ndarray,
+def compute_retrieval(query_emb: np.ndarray, gallery_emb: np.ndarray | None, query_labels: Sequence | np.ndarray,
                       gallery_labels: Sequence | np.ndarray, query_instances: Sequence | np.ndarray | None = None,
                       gallery_instances: Sequence | np.ndarray | None = None, *,
                       request: MetricRequest | None = None, ties: Ties = "stable", chunk_size: int = 512,
@@ -276,12 +276,18 @@ def compute_retrieval(query_emb: np.ndarray, gallery_emb: np.ndarray, query_labe
 
     Queries, sorted by category, are processed in chunks of <= ``chunk_size`` (working memory ~ 2 x chunk_size
     x n_gallery float32, independent of the number of queries). ``normalize=False`` ranks raw dot products.
+    ``gallery_emb=None``: ``query_emb`` already holds the (n, m) scores (e.g. re-scored by a pair scorer).
     """
     req = request or MetricRequest()
-    query, gallery = np.asarray(query_emb), np.asarray(gallery_emb)  # a memmapped query array stays on disk
+    precomputed = gallery_emb is None
+    query = np.asarray(query_emb)  # a memmapped query array stays on disk
+    # precomputed scores: an empty-width stand-in gallery carries the gallery size through the checks
+    gallery = np.zeros((query.shape[-1], 0), np.float32) if precomputed else np.asarray(gallery_emb)
     q_labels, g_labels = np.asarray(query_labels).ravel(), np.asarray(gallery_labels).ravel()
-    _check_inputs(query, gallery, q_labels, g_labels, query_instances, gallery_instances, ties, chunk_size)
+    _check_inputs(query[:, :0] if precomputed else query, gallery, q_labels, g_labels, query_instances,
+                  gallery_instances, ties, chunk_size)
     n, m = query.shape[0], gallery.shape[0]
+    normalize = normalize and not precomputed
     gallery = l2_normalize(gallery) if normalize else np.ascontiguousarray(gallery, dtype=np.float32)
     names, q_code, g_code = _encode(q_labels, g_labels)
     targets = targets_cat = None
@@ -318,7 +324,7 @@ def compute_retrieval(query_emb: np.ndarray, gallery_emb: np.ndarray, query_labe
             if not np.isfinite(q_chunk).all():
                 raise ValueError("query embeddings contain NaN or infinity")
             # one GEMM per chunk whatever its categories: a GEMM of few rows is bound by reading the gallery
-            scores = similarity(l2_normalize(q_chunk) if normalize else q_chunk, gallery)
+            scores = q_chunk if precomputed else similarity(l2_normalize(q_chunk) if normalize else q_chunk, gallery)
             chunk_codes = q_code[rows]
             bounds = np.flatnonzero(np.diff(chunk_codes)) + 1
             for a, b in zip([0, *bounds], [*bounds, rows.size]):

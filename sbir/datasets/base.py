@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
+from sbir.config import ConfigError, build
 from sbir.manifest import Manifest
 
 
@@ -57,13 +58,13 @@ def available() -> list[str]:
 
 
 def create(name: str, **params: Any) -> Dataset:
-    """Construct a registered dataset from its params section."""
+    """Construct a registered dataset from its params section, every key and value type-checked."""
     if name not in _REGISTRY:
         raise KeyError(f"unknown dataset '{name}'; registered: {available()}")
     try:
-        return _REGISTRY[name](**params)
-    except TypeError as error:
-        raise DatasetError(f"dataset '{name}': bad parameters {sorted(params)} ({error})") from error
+        return build(_REGISTRY[name], params, f"prepare.{name}")
+    except ConfigError as error:
+        raise DatasetError(str(error)) from error
 
 
 def summarize(frame: pd.DataFrame) -> dict[str, Any]:

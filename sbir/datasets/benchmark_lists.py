@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
+from sbir.categories import normalize_category
 from sbir.datasets.base import DatasetError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -49,11 +50,6 @@ class Problems:
         more = f"\n  ... and {self.count - len(self.shown)} more" if self.count > len(self.shown) else ""
         body = "\n".join(f"  {message}" for message in self.shown)
         raise DatasetError(f"{headline} ({self.count} problem(s)):\n{body}{more}")
-
-
-def normalize_class(name: str) -> str:
-    """Class key that ignores case and space/underscore/hyphen differences ('Palm tree' == 'palm_tree')."""
-    return re.sub(r"[\s_\-]+", "_", name.strip().lower()).strip("_")
 
 
 def _numbered_lines(path: Path) -> list[tuple[int, str]]:
@@ -145,7 +141,7 @@ def class_folders(directory: Path) -> dict[str, str]:
     for child in sorted(directory.iterdir()):
         if not child.is_dir() or child.name.startswith("."):
             continue
-        key = normalize_class(child.name)
+        key = normalize_category(child.name)
         if key in folders:
             raise DatasetError(f"{directory}: folders {folders[key]!r} and {child.name!r} name the same class "
                                "(case, spaces, underscores and hyphens are ignored when matching); merge or rename one")
@@ -161,7 +157,7 @@ def list_images(directory: Path) -> list[str]:
 
 def match_unseen(unseen: list[str], folders: dict[str, str], directory: Path, list_name: str) -> None:
     """Raise DatasetError naming every unseen class that has no folder in ``directory``."""
-    missing = [name for name in unseen if normalize_class(name) not in folders]
+    missing = [name for name in unseen if normalize_category(name) not in folders]
     if missing:
         shown = ", ".join(sorted(folders.values())[:40]) or "<none>"
         raise DatasetError(

@@ -19,9 +19,10 @@ from typing import Any, ClassVar
 import pandas as pd
 from tqdm.auto import tqdm
 
+from sbir.categories import normalize_category
 from sbir.datasets.base import Dataset, DatasetError, register
 from sbir.datasets.benchmark_lists import (Problems, class_folders, hold_out, list_images, match_unseen,
-                                           normalize_class, read_class_ids, read_class_list, read_file_list,
+                                           read_class_ids, read_class_list, read_file_list,
                                            shipped_class_list)
 from sbir.manifest import Manifest, file_sha256, read_manifest, write_manifest
 
@@ -171,9 +172,9 @@ class BenchmarkDataset(Dataset):
 
     def _check_split_classes(self, split_dir: Path, seen: dict[int, str], zero: dict[int, str]) -> None:
         """Catch split files of another split (e.g. zeroshot1 given to sketchy21) and seen/unseen overlap."""
-        unseen = {normalize_class(name) for name in self.unseen_classes()}
-        foreign = sorted(name for name in zero.values() if normalize_class(name) not in unseen)
-        leaked = sorted(name for name in seen.values() if normalize_class(name) in unseen)
+        unseen = {normalize_category(name) for name in self.unseen_classes()}
+        foreign = sorted(name for name in zero.values() if normalize_category(name) not in unseen)
+        leaked = sorted(name for name in seen.values() if normalize_category(name) in unseen)
         source = self._unseen_source()
         if foreign:
             raise DatasetError(
@@ -192,7 +193,7 @@ class BenchmarkDataset(Dataset):
         if missing:
             raise DatasetError(f"{self.name}: missing image folder(s) {missing}.\n{self.expected_tree()}")
         unseen = self.unseen_classes()
-        unseen_keys = {normalize_class(name) for name in unseen}
+        unseen_keys = {normalize_category(name) for name in unseen}
         list_name = self._unseen_source()
         rows: list[tuple[str, str, str, str]] = []
         category: dict[str, str] = {}  # class key → the first folder name seen, so spelling is one per class

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from sbir.datasets.base import Dataset, DatasetError, register, summarize
 from sbir.datasets.strokes import SketchStyle, SvgError, line_layer_strokes, perturb_strokes, rasterize, render_photo
+from sbir.io import atomic_write_text
 from sbir.manifest import Manifest, file_sha256, read_manifest, write_manifest
 
 SKIN_TONES = range(0x1F3FB, 0x1F3FF + 1)
@@ -249,7 +250,7 @@ class OpenMojiZS(Dataset):
         frame = pd.DataFrame(rows)
         extra = {"skipped": skipped, "params": self.params(), "attribution": ATTRIBUTION}
         write_manifest(frame, out_dir, dataset=self.name, image_root=".", extra=extra)
-        (out_dir / "DATASET_CARD.md").write_text(self.card(frame, skipped), encoding="utf-8")
+        atomic_write_text(out_dir / "DATASET_CARD.md", self.card(frame, skipped))
         return read_manifest(out_dir)
 
     def params(self) -> dict[str, Any]:

@@ -91,5 +91,7 @@ def test_prepare_is_deterministic(tiny_openmoji: Path, tmp_path: Path) -> None:
 def test_bad_parameters_are_rejected() -> None:
     with pytest.raises(DatasetError, match="image_size"):
         create("openmoji_zs", image_size=4)
-    with pytest.raises(DatasetError, match="bad parameters"):
+    with pytest.raises(DatasetError, match=r"prepare.openmoji_zs: unknown key\(s\) \['colour'\]"):
         create("openmoji_zs", colour=True)
+    with pytest.raises(DatasetError, match="prepare.openmoji_zs.image_size: expected int, got '64'"):
+        create("openmoji_zs", image_size="64")

@@ -1,0 +1,80 @@
+"""Stored embeddings: one model's vectors of a dataset's test rows, tied to the manifest they came from.
+
+A folder holds ``vectors.npy`` (n × d float32, unit rows), ``rows.parquet`` (for vector i: its manifest row
+number and the row's path, domain, split, category and instance id) and ``meta.json`` (model description,
+manifest fingerprint, counts). Evaluation, the gallery index and the service read vectors from here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sbir.io import atomic_write, atomic_write_json
+from sbir.manifest import Manifest, manifest_fingerprint
+
+VECTORS_FILE = "vectors.npy"
+ROWS_FILE = "rows.parquet"
+META_FILE = "meta.json"
+ROW_COLUMNS = ["row", "path", "domain", "split", "category", "instance_id"]
+
+
+class EmbeddingsError(ValueError):
+    """Stored embeddings that are missing, inconsistent, or from another manifest."""
+
+
+@dataclass
+class Embeddings:
+    """Vectors with the manifest rows they belong to."""
+
+    vectors: np.ndarray
+    rows: pd.DataFrame
+    meta: dict[str, Any]
+
+    def select(self, *, split: str, domain: str) -> tuple[np.ndarray, pd.DataFrame]:
+        """Vectors and rows of one split and domain, in manifest order."""
+        mask = ((self.rows["split"] == split) & (self.rows["domain"] == domain)).to_numpy()
+        return self.vectors[mask], self.rows[mask].reset_index(drop=True)
+
+
+def manifest_rows(manifest: Manifest, splits: tuple[str, ...]) -> pd.DataFrame:
+    """The rows to embed, with their manifest row numbers."""
+    frame = manifest.frame.reset_index(drop=True)
+    rows = frame[frame["split"].isin(splits)].copy()
+    rows.insert(0, "row", rows.index.astype("int64"))
+    return rows.loc[:, ROW_COLUMNS].reset_index(drop=True)
+
+
+def write_embeddings(folder: str | Path, vectors: np.ndarray, rows: pd.DataFrame, meta: dict[str, Any]) -> Path:
+    folder = Path(folder)
+    if len(vectors) != len(rows):
+        raise EmbeddingsError(f"{folder}: {len(vectors)} vectors for {len(rows)} rows")
+    atomic_write(folder / VECTORS_FILE, lambda handle: np.save(handle, vectors.astype(np.float32, copy=False)))
+    buffer = io.BytesIO()
+    rows.loc[:, ROW_COLUMNS].to_parquet(buffer, index=False)
+    atomic_write(folder / ROWS_FILE, lambda handle: handle.write(buffer.getvalue()))
+    atomic_write_json(folder / META_FILE, {**meta, "count": int(len(rows)), "dim": int(vectors.shape[1])})
+    return folder
+
+
+def read_embeddings(folder: str | Path, manifest: Manifest | None = None) -> Embeddings:
+    """Load a folder; with ``manifest``, check the vectors were computed from that very manifest."""
+    folder = Path(folder)
+    missing = [name for name in (VECTORS_FILE, ROWS_FILE, META_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise EmbeddingsError(f"{folder}: missing {missing}; run the embed stage for this model and dataset")
+    vectors = np.load(folder / VECTORS_FILE)
+    rows = pd.read_parquet(folder / ROWS_FILE)
+    meta = json.loads((folder / META_FILE).read_text())
+    if len(vectors) != len(rows) or vectors.ndim != 2:
+        raise EmbeddingsError(f"{folder}: {VECTORS_FILE} has shape {vectors.shape} for {len(rows)} rows")
+    if manifest is not None and meta.get("manifest_fingerprint") != manifest_fingerprint(manifest):
+        raise EmbeddingsError(f"{folder}: computed from another version of the {manifest.dataset} manifest; "
+                              "re-run the embed stage")
+    return Embeddings(vectors, rows, meta)

@@ -1,0 +1,50 @@
+"""Where every stage reads and writes, given once (``dvc.yaml`` spells the same paths; a test checks they agree).
+
+All paths are relative to the repository root, where DVC runs the stages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+PREPARED_ROOT = Path("data/prepared")
+VALIDATION_ROOT = Path("data/reports/validation")
+CHECKPOINT_ROOT = Path("artifacts/checkpoints")
+TRAIN_ROOT = Path("artifacts/train")
+STATE_ROOT = Path("artifacts/train_state")
+EMBEDDINGS_ROOT = Path("artifacts/embeddings")
+EVAL_ROOT = Path("artifacts/eval")
+
+
+def prepared_dir(dataset: str) -> Path:
+    """Images and ``manifest.parquet`` of a prepared dataset."""
+    return PREPARED_ROOT / dataset
+
+
+def validation_report(dataset: str) -> Path:
+    return VALIDATION_ROOT / f"{dataset}.json"
+
+
+def checkpoint_dir(model: str) -> Path:
+    """A model folder (checkpoint format v1): trained methods and baselines alike."""
+    return CHECKPOINT_ROOT / model
+
+
+def train_log_dir(model: str) -> Path:
+    """DVCLive log and summary of one model's training run."""
+    return TRAIN_ROOT / model
+
+
+def train_state_dir(model: str, dataset: str) -> Path:
+    """Resume state of an unfinished run (removed once training completes)."""
+    return STATE_ROOT / model / dataset
+
+
+def embeddings_dir(dataset: str, model: str) -> Path:
+    """Test-set embeddings of one model on one dataset, with their manifest row ids."""
+    return EMBEDDINGS_ROOT / dataset / model
+
+
+def eval_dir(dataset: str, model: str) -> Path:
+    return EVAL_ROOT / dataset / model
