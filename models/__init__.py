@@ -1,3 +1,2 @@
-"""torch code: backbones (timm, open_clip), the retrieval methods, losses, checkpoints, baselines."""
-
-import sbir  # noqa: F401  (applies the offline/no-telemetry defaults before timm or open_clip load)
+"""torch code: backbones (timm, open_clip), the method contract and its methods, the training engine,
+streaming data, checkpoints, baselines and the model interface."""

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,13 +17,12 @@ from skimage.feature import canny, hog
 from skimage.filters import gaussian
 
 from models.backbones import create_backbone
-from models.interface import RetrievalModel, TorchRetrievalModel
-from models.registry import register_model
-from sbir.images import square_rgb
+from models.interface import Preprocess, RetrievalModel, TorchRetrievalModel, check_domain
+from models.registry import register_baseline
 from sbir.ranking import l2_normalize
 
 
-@register_model("baseline_random")
+@register_baseline("baseline_random")
 def random_encoder(backbone: str = "timm:resnet18", image_size: int = 64, seed: int = 0) -> RetrievalModel:
     """A seeded, randomly initialised backbone shared by both domains."""
     torch.manual_seed(seed)
@@ -32,7 +30,7 @@ def random_encoder(backbone: str = "timm:resnet18", image_size: int = 64, seed: 
     return TorchRetrievalModel(built.module, built.module, built.preprocess, built.feature_dim, name="baseline_random")
 
 
-@register_model("baseline_hog")
+@register_baseline("baseline_hog")
 class HogEdgeMatcher(RetrievalModel):
     """HOG descriptors of line maps: Canny edges for photos, ink for sketches."""
 
@@ -46,26 +44,30 @@ class HogEdgeMatcher(RetrievalModel):
         cells = image_size // pixels_per_cell
         self.embedding_dim = (cells - 1) ** 2 * 4 * orientations  # 2×2-cell blocks, stride one cell
 
-    def _gray(self, image: Image.Image) -> np.ndarray:
-        return np.asarray(square_rgb(image, self.image_size).convert("L"), dtype=np.float32) / 255.0
+    def preprocess(self, domain: str) -> Preprocess:
+        check_domain(domain)
+        return Preprocess(image_size=self.image_size)
+
+    @staticmethod
+    def _gray(image: torch.Tensor) -> np.ndarray:
+        """uint8 (3, S, S) → grey levels in [0, 1] (Pillow's luma, as the images were always measured)."""
+        rgb = Image.fromarray(image.permute(1, 2, 0).numpy())
+        return np.asarray(rgb.convert("L"), dtype=np.float32) / 255.0
 
     def _describe(self, line_map: np.ndarray) -> np.ndarray:
         smooth = gaussian(line_map, sigma=self.blur_sigma) if self.blur_sigma else line_map
         return hog(smooth, orientations=self.orientations, pixels_per_cell=(self.pixels_per_cell,) * 2,
                    cells_per_block=(2, 2), block_norm="L2-Hys", feature_vector=True)
 
-    def encode_sketches(self, images: Sequence[Image.Image]) -> np.ndarray:
-        maps = [(self._gray(image) < 0.5).astype(np.float32) for image in images]
-        return self._stack(maps)
-
-    def encode_photos(self, images: Sequence[Image.Image]) -> np.ndarray:
-        maps = [canny(self._gray(image), sigma=self.canny_sigma).astype(np.float32) for image in images]
-        return self._stack(maps)
-
-    def _stack(self, maps: list[np.ndarray]) -> np.ndarray:
+    def encode_batch(self, batch: torch.Tensor, domain: str) -> np.ndarray:
+        """Sketches: ink (dark pixels); photos: Canny edges; both described by HOG."""
+        if check_domain(domain) == "sketch":
+            maps = [(self._gray(image) < 0.5).astype(np.float32) for image in batch]
+        else:
+            maps = [canny(self._gray(image), sigma=self.canny_sigma).astype(np.float32) for image in batch]
         if not maps:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         return l2_normalize(np.stack([self._describe(m) for m in maps]))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "image_size": self.image_size, "pixels_per_cell": self.pixels_per_cell}
+        return {**super().describe(), "pixels_per_cell": self.pixels_per_cell}

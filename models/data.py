@@ -1,63 +1,62 @@
-"""Training data in memory, paired sampling and augmentation.
+"""Training and embedding data read through the manifest: streamed from disk by DataLoader workers, or cached.
 
-A split is decoded once, in parallel, into uint8 tensors at the training resolution (OpenMoji-ZS at 64 px:
-about 55 MB; Sketchy-Ext at 64 px: about 1.6 GB), so a step never waits for disk or a decoder: every epoch is
-index arithmetic plus batched tensor augmentation. Benchmarks too large for memory at the chosen resolution
-need a streaming loader, which this module does not provide yet.
+- ``TrainSplit``: a split's rows, category labels and sketch→photo links; no pixels.
+- ``PairSampler``: seeded (sketch, photo) index batches; step ``s`` is a pure function of (seed, s), so a
+  resumed run replays exactly what an uninterrupted one would have drawn.
+- ``StepBatches``: a map-style dataset whose item ``s`` is the uint8 images of step ``s`` (this rank's shard).
+  ``train_loader`` serves it through DataLoader workers that decode in parallel with a bounded prefetch
+  (``workers`` × ``prefetch`` steps in flight), starting at any step. With ``cache`` (``auto`` for sets that fit
+  in ``cache_max_mb``), the split is decoded once into uint8 tensors and a step is index arithmetic.
+- ``image_loader``: batches of any list of images for embedding, decoded in workers, memory bounded.
+Augmentation is batched tensor work on the training device (``augment``), not per image in workers.
 
-Pairing: each training step takes a batch of sketches; each sketch is paired with the photo it was drawn from
-when the manifest links them (``instance_id``), otherwise with a random photo of its category.
+Pairing: each sketch is paired with the photo it was drawn from when the manifest links them
+(``instance_id``), otherwise with a random photo of its category.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Dataset
 
-from sbir.images import square_rgb
-from sbir.manifest import Manifest
+from models.interface import Preprocess
+from sbir.manifest import Manifest, manifest_fingerprint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
-class PairedImages:
-    """Sketches and photos of one split as uint8 tensors, with category and instance links."""
+class TrainSplit:
+    """One split's sketches and photos (paths), category indices (sorted names) and instance links."""
 
-    sketches: torch.Tensor  # (Ns, 3, S, S) uint8
-    photos: torch.Tensor  # (Np, 3, S, S) uint8
-    sketch_labels: torch.Tensor  # (Ns,) int64 category index
+    sketch_paths: list[Path]
+    photo_paths: list[Path]
+    sketch_labels: torch.Tensor  # (Ns,) int64
     photo_labels: torch.Tensor  # (Np,) int64
     sketch_to_photo: torch.Tensor  # (Ns,) int64 index of the linked photo, -1 if none
     categories: list[str]
+    fingerprint: str  # of the whole manifest it was read from (sbir.manifest.manifest_fingerprint)
 
     @property
     def num_classes(self) -> int:
         return len(self.categories)
 
-
-def _load_rgb(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(square_rgb(image, size), dtype=np.uint8).transpose(2, 0, 1)
-
-
-def _load_all(manifest: Manifest, paths: list[str], size: int, workers: int, desc: str, progress: bool) -> torch.Tensor:
-    if not paths:
-        return torch.zeros((0, 3, size, size), dtype=torch.uint8)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        arrays = list(tqdm(pool.map(lambda p: _load_rgb(manifest.resolve(p), size), paths), total=len(paths),
-                           desc=desc, unit="img", disable=not progress))
-    return torch.from_numpy(np.stack(arrays))
+    def bytes_at(self, image_size: int) -> int:
+        """Memory a uint8 cache of every image at ``image_size`` takes."""
+        return (len(self.sketch_paths) + len(self.photo_paths)) * 3 * image_size * image_size
 
 
-def load_paired_images(manifest: Manifest, split: str = "train", image_size: int = 64, workers: int = 4,
-                       progress: bool = True) -> PairedImages:
-    """Decode one split into memory; categories are indexed in sorted order."""
+def read_split(manifest: Manifest, split: str = "train") -> TrainSplit:
+    """A split's rows in manifest order; categories indexed in sorted order."""
     sketches = manifest.select(split=split, domain="sketch").reset_index(drop=True)
     photos = manifest.select(split=split, domain="photo").reset_index(drop=True)
     if sketches.empty or photos.empty:
@@ -67,24 +66,65 @@ def load_paired_images(manifest: Manifest, split: str = "train", image_size: int
     index = {name: i for i, name in enumerate(categories)}
     photo_of_instance = {inst: i for i, inst in enumerate(photos["instance_id"]) if isinstance(inst, str)}
     links = [photo_of_instance.get(inst, -1) if isinstance(inst, str) else -1 for inst in sketches["instance_id"]]
-    return PairedImages(
-        sketches=_load_all(manifest, sketches["path"].tolist(), image_size, workers, f"{split} sketches", progress),
-        photos=_load_all(manifest, photos["path"].tolist(), image_size, workers, f"{split} photos", progress),
+    return TrainSplit(
+        sketch_paths=[manifest.resolve(p) for p in sketches["path"]],
+        photo_paths=[manifest.resolve(p) for p in photos["path"]],
         sketch_labels=torch.tensor(sketches["category"].map(index).to_numpy(), dtype=torch.int64),
         photo_labels=torch.tensor(photos["category"].map(index).to_numpy(), dtype=torch.int64),
         sketch_to_photo=torch.tensor(links, dtype=torch.int64),
         categories=categories,
+        fingerprint=manifest_fingerprint(manifest),
     )
 
 
-class PairSampler:
-    """Seeded epochs of (sketch, photo) index batches; its state is two integers and a generator state.
+def load_image(path: Path, preprocess: Preprocess) -> torch.Tensor:
+    """Decode one file to the encoder's uint8 input (errors name the file)."""
+    try:
+        with Image.open(path) as image:
+            return preprocess.load(image)
+    except (OSError, ValueError) as error:
+        raise OSError(f"{path}: cannot be decoded ({error})") from error
 
-    Epoch e is a permutation of all sketches drawn from a generator seeded by (seed, e), so a run resumed
-    at (epoch, step) sees exactly the batches an uninterrupted run would.
+
+class ImageFiles(Dataset):
+    """Files → uint8 (3, S, S) tensors, one per item (decoded in DataLoader workers)."""
+
+    def __init__(self, paths: Sequence[Path], preprocess: Preprocess) -> None:
+        self.paths = list(paths)
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return load_image(self.paths[index], self.preprocess)
+
+
+def image_loader(paths: Sequence[Path], preprocess: Preprocess, batch_size: int, workers: int = 2,
+                 prefetch: int = 2) -> DataLoader:
+    """Batches of uint8 images in order; at most ``workers × prefetch`` batches decoded ahead."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    return DataLoader(ImageFiles(paths, preprocess), batch_size=batch_size, shuffle=False, num_workers=workers,
+                      prefetch_factor=prefetch if workers else None)
+
+
+def decode_all(paths: Sequence[Path], preprocess: Preprocess, workers: int = 2) -> torch.Tensor:
+    """Every image into one uint8 tensor (the in-memory cache), decoded by loader workers."""
+    if not paths:
+        size = preprocess.image_size
+        return torch.zeros((0, 3, size, size), dtype=torch.uint8)
+    return torch.cat(list(image_loader(paths, preprocess, batch_size=256, workers=workers)))
+
+
+class PairSampler:
+    """Seeded epochs of (sketch, photo) index batches.
+
+    Epoch e is a permutation of all sketches drawn from a generator seeded by (seed, e), so a run resumed at
+    (epoch, step) sees exactly the batches an uninterrupted run would.
     """
 
-    def __init__(self, data: PairedImages, batch_size: int, seed: int, per_category: int = 1) -> None:
+    def __init__(self, data: TrainSplit, batch_size: int, seed: int, per_category: int = 1) -> None:
         if batch_size < 2:
             raise ValueError("batch_size must be >= 2 (contrastive losses need negatives)")
         if per_category < 1:
@@ -95,14 +135,15 @@ class PairSampler:
         self.per_category = per_category
         self.sketches_of_class = [torch.nonzero(data.sketch_labels == c).flatten() for c in range(data.num_classes)]
         self.photos_of_class = [torch.nonzero(data.photo_labels == c).flatten() for c in range(data.num_classes)]
-        self.steps_per_epoch = len(data.sketches) // batch_size  # the ragged tail is dropped
+        self.steps_per_epoch = len(data.sketch_paths) // batch_size  # the ragged tail is dropped
+        self._epoch_order = lru_cache(maxsize=2)(self._draw_epoch_order)
 
-    def _epoch_order(self, epoch: int) -> torch.Tensor:
+    def _draw_epoch_order(self, epoch: int) -> torch.Tensor:
         """Every sketch once. With ``per_category`` k > 1, runs of k sketches of one category, in random order:
         a batch then holds several photos of the same categories (hard negatives for the instance term)."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         if self.per_category == 1:
-            return torch.randperm(len(self.data.sketches), generator=generator)
+            return torch.randperm(len(self.data.sketch_paths), generator=generator)
         runs = []
         for members in self.sketches_of_class:
             shuffled = members[torch.randperm(len(members), generator=generator)]
@@ -123,6 +164,65 @@ class PairSampler:
                 pool = self.photos_of_class[int(self.data.sketch_labels[sketches[row]])]
                 photos[row] = pool[torch.randint(len(pool), (1,), generator=pick)] if len(pool) else 0
         return sketches, photos, linked
+
+
+@dataclass
+class StepBatch:
+    """What one training step of one rank gets: uint8 images, labels, links."""
+
+    step: int
+    sketches: torch.Tensor
+    photos: torch.Tensor
+    sketch_labels: torch.Tensor
+    photo_labels: torch.Tensor
+    photo_index: torch.Tensor  # the photos' split indices (same index = same photo)
+    linked: torch.Tensor  # the pair is a real sketch→photo link
+
+
+class StepBatches(Dataset):
+    """Item ``s`` = global step ``s``'s shard for one rank: a pure function of (seed, s, rank)."""
+
+    def __init__(self, sampler: PairSampler, preprocess: dict[str, Preprocess], rank: int = 0, world_size: int = 1,
+                 cache: dict[str, torch.Tensor] | None = None) -> None:
+        self.sampler = sampler
+        self.preprocess = preprocess
+        self.rank, self.world_size = rank, world_size
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return 1 << 62  # indexed by global step; the loader's sampler bounds it
+
+    def _images(self, domain: str, indices: torch.Tensor) -> torch.Tensor:
+        if self.cache is not None:
+            return self.cache[domain][indices]
+        paths = self.sampler.data.sketch_paths if domain == "sketch" else self.sampler.data.photo_paths
+        return torch.stack([load_image(paths[i], self.preprocess[domain]) for i in indices.tolist()])
+
+    def __getitem__(self, global_step: int) -> StepBatch:
+        epoch, step = divmod(global_step, self.sampler.steps_per_epoch)
+        sketch_idx, photo_idx, linked = self.sampler.batch(epoch, step)
+        n = len(sketch_idx)
+        shard = slice(self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size)
+        sketch_idx, photo_idx, linked = sketch_idx[shard], photo_idx[shard], linked[shard]
+        data = self.sampler.data
+        return StepBatch(global_step, self._images("sketch", sketch_idx), self._images("photo", photo_idx),
+                         data.sketch_labels[sketch_idx], data.photo_labels[photo_idx], photo_idx, linked)
+
+
+def use_cache(data: TrainSplit, image_size: int, cache: str, cache_max_mb: int) -> bool:
+    """``memory``/``none`` decide; ``auto`` caches sets whose uint8 images fit in ``cache_max_mb``."""
+    if cache not in ("auto", "memory", "none"):
+        raise ValueError(f"cache must be 'auto', 'memory' or 'none', got {cache!r}")
+    return cache == "memory" or (cache == "auto" and data.bytes_at(image_size) <= cache_max_mb * 2**20)
+
+
+def train_loader(batches: StepBatches, start_step: int, total_steps: int, workers: int,
+                 prefetch: int = 2) -> DataLoader:
+    """Steps ``start_step .. total_steps - 1`` in order; cached batches need no workers."""
+    workers = 0 if batches.cache is not None else workers
+    return DataLoader(batches, batch_size=None, sampler=range(start_step, total_steps), num_workers=workers,
+                      prefetch_factor=prefetch if workers else None, persistent_workers=False,
+                      collate_fn=None)
 
 
 def augment(batch: torch.Tensor, generator: torch.Generator, *, max_rotation: float = 10.0,

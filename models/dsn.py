@@ -18,42 +18,39 @@ pretrained teacher weights (unavailable offline); with a local pretrained backbo
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones import create_backbone, load_state_dict_file
-from models.interface import Preprocess, RetrievalModel, TorchRetrievalModel
+from models.backbones import create_backbone
+from models.interface import Preprocess
 from models.losses import SketchMemoryBank, cross_modal_infonce, supervised_contrastive
-from models.registry import register_loader
+from models.method import Batch, Method, register_method
 
 METHOD = "dsn"
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 
 @dataclass
 class DSNConfig:
-    """Architecture and loss settings (``params.yaml`` ``train.model``)."""
+    """Architecture and loss settings (``params.yaml`` ``dsn.model``); defaults = the committed params.yaml."""
 
     backbone: str = "timm:resnet18"
-    pretrained: str | None = None
+    pretrained: str | None = None  # a timm/open_clip tag, or a local checkpoint path
     image_size: int = 64
-    pool: str = "avg"  # avg: global average pooling; flatten: keep the spatial layout of the last feature map
-    feature_level: int | None = None  # timm backbones: cut after this stage (timm out_indices); None: whole net
-    photo_edges: bool = False  # photos enter as their edge map (fixed Sobel layer): line art like sketches
+    feature_level: int | None = 2  # timm backbones: cut after this stage (timm out_indices); None: whole net
+    pool: Literal["avg", "flatten"] = "flatten"  # flatten: keep the spatial layout of the last feature map
+    photo_edges: bool = True  # photos enter as their edge map (fixed Sobel layer): line art like sketches
     embedding_dim: int = 256
     projection_dim: int = 128
     shared_heads: bool = False
     memory_size: int = 10
     temperature: float = 0.07
     loss_weights: dict[str, float] = field(default_factory=lambda: {
-        "classification": 1.0, "contrastive": 0.1, "memory": 1.0, "instance": 1.0})
+        "classification": 1.0, "contrastive": 0.1, "memory": 1.0, "instance": 2.0})
 
 
 class DSNNet(nn.Module):
@@ -147,7 +144,7 @@ def dsn_losses(net: DSNNet, out: dict[str, torch.Tensor], sketch_labels: torch.T
 
 
 class _DomainEncoder(nn.Module):
-    """One domain's encoder as a plain module (what gets exported and served)."""
+    """One domain's encoder over the shared network (what gets exported and served)."""
 
     def __init__(self, net: DSNNet, domain: str) -> None:
         super().__init__()
@@ -158,38 +155,37 @@ class _DomainEncoder(nn.Module):
         return self.net.embed(images, self.domain)
 
 
-def as_retrieval_model(net: DSNNet, device: str | torch.device = "cpu") -> RetrievalModel:
-    """The trained network behind the model interface (inputs scaled to [0, 1]; the net normalises)."""
-    preprocess = Preprocess(image_size=net.config.image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    return TorchRetrievalModel(_DomainEncoder(net, "sketch"), _DomainEncoder(net, "photo"), preprocess,
-                               net.config.embedding_dim, name=METHOD, device=device)
+@register_method
+class DSN(Method):
+    """The DSN-style method behind the method contract."""
 
+    name = METHOD
+    config_class = DSNConfig
 
-def save_model(net: DSNNet, folder: Path, facts: dict[str, Any]) -> None:
-    """Weights (safetensors) and config.json, each written atomically; ``facts`` adds dataset, categories..."""
-    from safetensors.torch import save_file
+    def build(self, num_classes: int, load_pretrained: bool = True) -> DSNNet:
+        config = self.config if load_pretrained else replace(self.config, pretrained=None)
+        net = DSNNet(config, num_classes)
+        net.config = self.config  # the weights may come from elsewhere; the config says where they started
+        return net
 
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {key: value.detach().contiguous().cpu() for key, value in net.state_dict().items()}
-    tmp = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(folder / WEIGHTS_FILE)
-    config = {"method": METHOD, "model": asdict(net.config), "num_classes": net.classifier.out_features, **facts}
-    tmp = folder / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    tmp.replace(folder / CONFIG_FILE)
+    def preprocess(self) -> dict[str, Preprocess]:
+        # inputs scaled to [0, 1]; the network standardises (and edge-maps photos) itself
+        plain = Preprocess(image_size=self.config.image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        return {"sketch": plain, "photo": plain}
 
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.embedding_dim
 
-def load_net(folder: Path) -> DSNNet:
-    """Rebuild the network from a checkpoint folder (no pretrained download: the weights are all here)."""
-    config = json.loads((Path(folder) / CONFIG_FILE).read_text())
-    model_config = DSNConfig(**{**config["model"], "pretrained": None})
-    net = DSNNet(model_config, config["num_classes"])
-    net.load_state_dict(load_state_dict_file(Path(folder) / WEIGHTS_FILE))
-    net.config.pretrained = config["model"].get("pretrained")
-    return net.eval()
+    def forward(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        return model(batch.sketches, batch.photos)
 
+    def losses(self, net: nn.Module, outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        return dsn_losses(net, outputs, batch.sketch_labels, batch.photo_labels, batch.same_instance)
 
-@register_loader(METHOD)
-def load_retrieval_model(folder: Path) -> RetrievalModel:
-    return as_retrieval_model(load_net(folder))
+    def after_step(self, net: nn.Module, outputs: dict[str, torch.Tensor], batch: Batch,
+                   gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        net.memory.update(gather(outputs["sketch"].detach().float()), gather(batch.sketch_labels))
+
+    def encoders(self, net: nn.Module) -> tuple[nn.Module, nn.Module]:
+        return _DomainEncoder(net, "sketch"), _DomainEncoder(net, "photo")

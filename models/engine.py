@@ -1,55 +1,73 @@
-"""The training engine: seeded and deterministic on CPU, mixed precision on CUDA, data-parallel under torchrun,
-atomic checkpoints and exact resume.
+"""The training engine, method-agnostic: optimiser and schedule, mixed precision, DDP, atomic checkpoints,
+exact resume, logging. A method (``models.method.Method``) brings the network, losses, hooks and groups.
 
-Exact resume: the state saved every ``checkpoint_every`` steps holds the weights (memory bank included), the
-optimiser and the position (epoch, step). Batches and augmentations are drawn from generators seeded by
-(seed, epoch, step), so a resumed run replays exactly what an uninterrupted run would have done next.
+Seeded and deterministic on CPU (and on CUDA with a fixed cuBLAS workspace); bf16 autocast on CUDA; data
+parallel under torchrun (gloo on CPU, NCCL on GPUs). Exact resume: the state saved every ``checkpoint_every``
+steps holds the weights (buffers such as memory banks included), the optimiser and the global step. Batches and
+augmentations are pure functions of (seed, step, rank), so a resumed run replays exactly what an uninterrupted
+run would have done next, whether its images are streamed or cached.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from tqdm import tqdm
 
-from models.data import PairSampler, PairedImages, augment
-from models.dsn import DSNConfig, DSNNet, dsn_losses
+from models.data import PairSampler, StepBatch, StepBatches, TrainSplit, decode_all, train_loader, use_cache
+from models.method import Batch, Method
+from sbir.io import atomic_write
+from sbir.logs import format_duration
 
 STATE_FILE = "state.pt"
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (``params.yaml`` ``train``, less the ``model`` subsection)."""
+    """A method's optimisation settings (``params.yaml`` ``<method>.train``): they change what is learned."""
 
-    epochs: int = 10
+    epochs: int = 19
     batch_size: int = 32
     sketches_per_category: int = 1  # > 1: batches of runs of that many same-category sketches (hard negatives)
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
+    lr: float = 0.001
+    weight_decay: float = 0.0005
     lr_final_factor: float = 0.01  # DSN-style decay: lr · factor^(progress)
     seed: int = 0
-    num_threads: int = 2
-    checkpoint_every: int = 50  # steps
     amp: bool = True  # bf16 autocast on CUDA only
     channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and on GPU tensor cores
-    model: DSNConfig = field(default_factory=DSNConfig)
+
+
+@dataclass
+class RuntimeConfig:
+    """How a run is carried out (``params.yaml`` ``train.runtime``): never what it learns, so DVC ignores it."""
+
+    num_threads: int = 2
+    checkpoint_every: int = 50  # steps
+    workers: int = 2  # DataLoader processes decoding images (streamed data only)
+    prefetch: int = 2  # steps each worker prepares ahead
+    cache: Literal["auto", "memory", "none"] = "auto"  # decode the split once into memory
+    cache_max_mb: int = 2048  # auto: cache when the split's uint8 images fit in this
 
 
 @dataclass
 class StepTimes:
-    """Where a step's wall time goes: preparing the batch (data) and the forward/backward pass (compute);
-    and how far the run got (``global_step`` of ``total_steps``, counting steps of earlier, resumed runs)."""
+    """Where a step's wall time goes: waiting for and preparing the batch (data) and the forward/backward pass
+    (compute); and how far the run got (``global_step`` of ``total_steps``, counting earlier, resumed runs)."""
 
     data: float = 0.0
     compute: float = 0.0
+    load: float = 0.0  # decoding the split into the in-memory cache, before the first step
     steps: int = 0
     global_step: int = 0
     total_steps: int = 0
@@ -91,7 +109,8 @@ def setup_distributed() -> Distributed:
     return Distributed(rank=rank, world_size=world_size, device=device)
 
 
-def _seed_everything(seed: int, threads: int) -> None:
+def seed_everything(seed: int, threads: int) -> None:
+    """Seed every generator and ask for deterministic kernels (the process's entry point owns these settings)."""
     import random
 
     import numpy as np
@@ -107,33 +126,12 @@ def _seed_everything(seed: int, threads: int) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-
-
 def _gather(tensor: torch.Tensor, ctx: Distributed) -> torch.Tensor:
     if ctx.world_size == 1:
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(ctx.world_size)]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts)
-
-
-def data_fingerprint(data: PairedImages) -> str:
-    """Identifies the training data a state belongs to (labels, links, categories, image shapes)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for tensor in (data.sketch_labels, data.photo_labels, data.sketch_to_photo):
-        digest.update(tensor.numpy().tobytes())
-    digest.update(repr((data.categories, tuple(data.sketches.shape), tuple(data.photos.shape))).encode())
-    return digest.hexdigest()
 
 
 def _load_state(path: Path, ctx: Distributed) -> dict[str, Any] | None:
@@ -146,36 +144,77 @@ def _load_state(path: Path, ctx: Distributed) -> dict[str, Any] | None:
     return state
 
 
-def build_net(config: TrainConfig, num_classes: int) -> DSNNet:
+def build_net(method: Method, config: TrainConfig, num_classes: int) -> nn.Module:
     """The network, initialised from the seed alone (the same on every rank)."""
     torch.manual_seed(config.seed)
-    return DSNNet(config.model, num_classes)
+    return method.build(num_classes)
 
 
-def train(config: TrainConfig, data: PairedImages, state_dir: Path, *, net: DSNNet | None = None,
-          log: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
-          stop_after_steps: int | None = None, ctx: Distributed | None = None) -> tuple[DSNNet, StepTimes]:
+class EpochReport:
+    """Averages each loss term over an epoch and logs one line: losses, elapsed time and an ETA."""
+
+    def __init__(self, steps_per_epoch: int, total_steps: int, start_step: int) -> None:
+        self.steps_per_epoch, self.total_steps, self.start_step = steps_per_epoch, total_steps, start_step
+        self.started = time.perf_counter()
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count = 0
+
+    def add(self, global_step: int, values: dict[str, float]) -> dict[str, float] | None:
+        """Record a step; at an epoch's end (or the run's), log and return the epoch's means."""
+        for key, value in values.items():
+            self.sums[key] += value
+        self.count += 1
+        if global_step % self.steps_per_epoch and global_step != self.total_steps:
+            return None
+        means = {key: total / self.count for key, total in self.sums.items()}
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / (global_step - self.start_step) * (self.total_steps - global_step)
+        epochs = -(-self.total_steps // self.steps_per_epoch)
+        terms = " ".join(f"{k} {v:.3f}" for k, v in means.items() if k not in ("total", "lr"))
+        log.info("epoch %d/%d  loss %.4f (%s)  elapsed %s  ETA %s", -(-global_step // self.steps_per_epoch), epochs,
+                 means.get("total", float("nan")), terms, format_duration(elapsed), format_duration(eta))
+        self.sums.clear()
+        self.count = 0
+        return means
+
+
+def _to_batch(item: StepBatch, method: Method, generator: torch.Generator, device: torch.device) -> Batch:
+    # uint8 batches travel to the device and are augmented there (a GPU's share of data time stays small)
+    sketches, photos = method.augment(item.sketches.to(device), item.photos.to(device), generator)
+    # the instance term only where a sketch was drawn from its photo (never for category-level pairs)
+    photo, linked = item.photo_index, item.linked
+    same_instance = (photo[:, None] == photo[None, :]) & linked[:, None] & linked[None, :]
+    return Batch(sketches, photos, item.sketch_labels.to(device), item.photo_labels.to(device),
+                 same_instance.to(device))
+
+
+def train(method: Method, config: TrainConfig, runtime: RuntimeConfig, data: TrainSplit, state_dir: Path, *,
+          net: nn.Module | None = None, log_epoch: Callable[[int, dict[str, float]], None] | None = None,
+          on_checkpoint: Callable[[int], None] | None = None, progress: bool = True,
+          stop_after_steps: int | None = None, ctx: Distributed | None = None) -> tuple[nn.Module, StepTimes]:
     """Train (or resume from ``state_dir``) and return the network and the step-time split.
 
-    ``stop_after_steps`` ends the run early after that many global steps (used to interrupt runs in tests).
+    ``log_epoch(epoch, means)`` receives each epoch's mean loss terms and learning rate; ``on_checkpoint(step)``
+    runs after each saved state; ``stop_after_steps`` ends the run early (smoke runs, tests).
     """
     ctx = ctx or Distributed()
     if config.batch_size % ctx.world_size or config.batch_size // ctx.world_size < 2:
         raise ValueError(f"batch_size {config.batch_size} must split into {ctx.world_size} equal shards of >= 2")
-    _seed_everything(config.seed, config.num_threads)
-    net = (net or build_net(config, data.num_classes)).to(ctx.device)
+    seed_everything(config.seed, runtime.num_threads)
+    net = (net or build_net(method, config, data.num_classes)).to(ctx.device)
     if config.channels_last:  # convolutions follow their weights' layout; inputs need no conversion
         net = net.to(memory_format=torch.channels_last)
     sampler = PairSampler(data, config.batch_size, config.seed, config.sketches_per_category)
     if sampler.steps_per_epoch == 0:
-        raise ValueError(f"{len(data.sketches)} training sketches is fewer than one batch of {config.batch_size}")
+        raise ValueError(f"{len(data.sketch_paths)} training sketches is fewer than one batch of {config.batch_size}")
     total_steps = config.epochs * sampler.steps_per_epoch
-    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW(method.param_groups(net, config.lr), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: config.lr_final_factor ** (step / max(total_steps, 1)))
-    global_step = 0
     state_path = state_dir / STATE_FILE
-    identity = {"config": asdict(config), "world_size": ctx.world_size, "data": data_fingerprint(data)}
+    identity = {"method": method.name, "config": asdict(method.config), "train": asdict(config),
+                "world_size": ctx.world_size, "data": data.fingerprint}
+    global_step = 0
     state = _load_state(state_path, ctx)
     if state is not None:
         for key, value in identity.items():
@@ -186,38 +225,39 @@ def train(config: TrainConfig, data: PairedImages, state_dir: Path, *, net: DSNN
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
         global_step = state["global_step"]
+        log.info("resuming %s at step %d of %d", method.name, global_step, total_steps)
     model = net
     if ctx.world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device] if ctx.device.type == "cuda"
-                                                          else None)
+        model = nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+    preprocess = method.preprocess()
+    cache = None
+    started = time.perf_counter()
+    if use_cache(data, max(p.image_size for p in preprocess.values()), runtime.cache, runtime.cache_max_mb):
+        cache = {"sketch": decode_all(data.sketch_paths, preprocess["sketch"], runtime.workers),
+                 "photo": decode_all(data.photo_paths, preprocess["photo"], runtime.workers)}
+    load_seconds = time.perf_counter() - started
+    batches = StepBatches(sampler, preprocess, ctx.rank, ctx.world_size, cache)
+    loader = iter(train_loader(batches, global_step, total_steps, runtime.workers, runtime.prefetch))
     use_amp = config.amp and ctx.device.type == "cuda"
-    times = StepTimes(global_step=global_step, total_steps=total_steps)
-    bar = tqdm(total=total_steps, initial=global_step, desc="train", unit="step", disable=not (progress and ctx.is_main))
+    times = StepTimes(load=load_seconds, global_step=global_step, total_steps=total_steps)
+    report = EpochReport(sampler.steps_per_epoch, total_steps, global_step)
+    bar = tqdm(total=total_steps, initial=global_step, desc=f"train {method.name}", unit="step",
+               disable=not (progress and ctx.is_main))
     net.train()
     while global_step < total_steps:
-        epoch, step = divmod(global_step, sampler.steps_per_epoch)
         started = time.perf_counter()
-        sketch_idx, photo_idx, linked = sampler.batch(epoch, step)
-        shard = slice(ctx.rank * len(sketch_idx) // ctx.world_size, (ctx.rank + 1) * len(sketch_idx) // ctx.world_size)
-        sketch_idx, photo_idx, linked = sketch_idx[shard], photo_idx[shard], linked[shard]
+        item = next(loader)
         # a stream of its own (offset from the sampler's per-epoch seeds) for each step and rank
         generator = torch.Generator().manual_seed((config.seed + 1) * 2_147_483_647 + global_step * ctx.world_size
                                                   + ctx.rank)
-        flip = torch.rand(len(sketch_idx), generator=generator) < 0.5  # the same flip for a sketch and its photo
-        # uint8 batches travel to the device and are augmented there (a GPU's share of data time stays small)
-        sketches = augment(data.sketches[sketch_idx].to(ctx.device), generator, flip=flip)
-        photos = augment(data.photos[photo_idx].to(ctx.device), generator, flip=flip, colour=True, max_rotation=5)
-        sketch_labels = data.sketch_labels[sketch_idx].to(ctx.device)
-        photo_labels = data.photo_labels[photo_idx].to(ctx.device)
-        # the instance term only where a sketch was drawn from its photo (never for category-level pairs)
-        same_instance = ((photo_idx[:, None] == photo_idx[None, :]) & linked[:, None] & linked[None, :]).to(ctx.device)
+        batch = _to_batch(item, method, generator, ctx.device)
         if ctx.device.type == "cuda":  # count the augmentation kernels as data time, not compute
             torch.cuda.synchronize(ctx.device)
         data_done = time.perf_counter()
 
         with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = model(sketches, photos)
-        terms = dsn_losses(net, out, sketch_labels, photo_labels, same_instance)
+            outputs = method.forward(model, batch)
+        terms = method.losses(net, outputs, batch)
         if not torch.isfinite(terms["total"]):  # before the update: the weights stay as they were
             raise FloatingPointError(f"step {global_step + 1}: non-finite loss "
                                      f"{ {k: float(v.detach()) for k, v in terms.items()} }")
@@ -225,7 +265,7 @@ def train(config: TrainConfig, data: PairedImages, state_dir: Path, *, net: DSNN
         terms["total"].backward()
         optimiser.step()
         schedule.step()
-        net.memory.update(_gather(out["sketch"].detach().float(), ctx), _gather(sketch_labels, ctx))
+        method.after_step(net, outputs, batch, lambda tensor: _gather(tensor, ctx))
         global_step += 1
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
@@ -235,12 +275,17 @@ def train(config: TrainConfig, data: PairedImages, state_dir: Path, *, net: DSNN
         times.global_step = global_step
         values = {name: float(value.detach()) for name, value in terms.items()}
         bar.update(1)
-        bar.set_postfix(loss=f"{values['total']:.3f}", epoch=epoch)
-        if log and ctx.is_main:
-            log({"step": global_step, "epoch": epoch, "lr": schedule.get_last_lr()[0], **values})
-        if ctx.is_main and (global_step % config.checkpoint_every == 0 or global_step == total_steps):
-            _atomic_torch_save({**identity, "net": net.state_dict(), "optimiser": optimiser.state_dict(),
-                                "schedule": schedule.state_dict(), "global_step": global_step}, state_path)
+        bar.set_postfix(loss=f"{values['total']:.3f}")
+        if ctx.is_main:
+            means = report.add(global_step, {**values, "lr": schedule.get_last_lr()[0]})
+            if means is not None and log_epoch:
+                log_epoch(-(-global_step // sampler.steps_per_epoch), means)
+        if ctx.is_main and (global_step % runtime.checkpoint_every == 0 or global_step == total_steps):
+            saved = {**identity, "net": net.state_dict(), "optimiser": optimiser.state_dict(),
+                     "schedule": schedule.state_dict(), "global_step": global_step}
+            atomic_write(state_path, lambda handle: torch.save(saved, handle))
+            if on_checkpoint:
+                on_checkpoint(global_step)
         if stop_after_steps is not None and global_step >= stop_after_steps:
             break
     bar.close()

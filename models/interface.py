@@ -1,7 +1,14 @@
 """The one interface everything downstream of training sees (DESIGN.md, "The model interface").
 
 A retrieval model is a sketch encoder and a photo encoder mapping batches of images to L2-normalised
-embeddings of one dimension. Methods may add capabilities: re-scoring a sketch–photo pair, explaining a match.
+embeddings of one dimension. Each encoder declares its preprocessing (``Preprocess``): data-loader workers
+decode an image to a uint8 tensor at the encoder's size (``Preprocess.load``); the model normalises whole
+batches as tensors (``Preprocess.normalize``), on its device. Optional capabilities are typed protocols that
+a model implements or not (``isinstance(model, PairScorer)``):
+
+- ``PairScorer``: re-scores sketch–photo pairs (e.g. a relation network re-ranking a top-k);
+- ``MatchExplainer``: explains a match by patch correspondences (``sbir.explanations.MatchExplanation``).
+
 Baselines implement the same interface, so they are evaluated, registered and served like trained methods.
 """
 
@@ -9,14 +16,78 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from PIL import Image
 
+from sbir.explanations import MatchExplanation
 from sbir.images import square_rgb
+
+DOMAINS = ("sketch", "photo")
+
+
+def check_domain(domain: str) -> str:
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain '{domain}'; expected 'sketch' or 'photo'")
+    return domain
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an encoder wants its images: square size (aspect kept, padded white), channel statistics."""
+
+    image_size: int = 64
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def load(self, image: Image.Image) -> torch.Tensor:
+        """PIL image (any mode) → (3, size, size) uint8 tensor; transparency becomes white. Runs in loader workers."""
+        array = np.asarray(square_rgb(image, self.image_size), dtype=np.uint8)
+        return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, S, S) on any device → float, scaled to [0, 1] then standardised per channel."""
+        images = batch.float() / 255.0
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """One image → normalised (3, S, S) float tensor."""
+        return self.normalize(self.load(image)[None])[0]
+
+    def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.normalize(torch.stack([self.load(image) for image in images]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Preprocess:
+        return cls(image_size=int(values["image_size"]), mean=tuple(values["mean"]), std=tuple(values["std"]))
+
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """Capability: score sketch–photo pairs directly (higher = better match), to re-rank a top-k."""
+
+    def score_pairs(self, sketches: torch.Tensor, photos: torch.Tensor) -> np.ndarray:
+        """Row i scores photo i against sketch i; both uint8 batches as the encoders' ``preprocess`` loads them."""
+
+
+@runtime_checkable
+class MatchExplainer(Protocol):
+    """Capability: explain a match by the patch correspondences it relies on."""
+
+    def explain(self, sketch: Image.Image, photo: Image.Image, top: int = 10) -> MatchExplanation:
+        """The score, the ``top`` strongest patch correspondences and per-patch heatmaps of one pair."""
+
+
+CAPABILITIES: dict[str, type] = {"score_pairs": PairScorer, "explain": MatchExplainer}
+
 
 class RetrievalModel(ABC):
     """Sketch and photo encoders into one L2-normalised embedding space."""
@@ -25,76 +96,71 @@ class RetrievalModel(ABC):
     embedding_dim: int
 
     @abstractmethod
-    def encode_sketches(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(n, embedding_dim) float32, unit rows."""
+    def preprocess(self, domain: str) -> Preprocess:
+        """What the domain's encoder takes (loader workers call its ``load``)."""
 
     @abstractmethod
-    def encode_photos(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(n, embedding_dim) float32, unit rows."""
+    def encode_batch(self, batch: torch.Tensor, domain: str) -> np.ndarray:
+        """uint8 (B, 3, S, S) images loaded by ``preprocess(domain)`` → (B, embedding_dim) float32 unit rows."""
 
     def encode(self, images: Sequence[Image.Image], domain: str) -> np.ndarray:
-        """Dispatch on the manifest's domain name."""
-        if domain == "sketch":
-            return self.encode_sketches(images)
-        if domain == "photo":
-            return self.encode_photos(images)
-        raise ValueError(f"unknown domain '{domain}'; expected 'sketch' or 'photo'")
+        """PIL images of one domain → embeddings (the service's path; bulk work goes through a loader)."""
+        preprocess = self.preprocess(check_domain(domain))
+        if len(images) == 0:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        return self.encode_batch(torch.stack([preprocess.load(image) for image in images]), domain)
+
+    def encode_sketches(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encode(images, "sketch")
+
+    def encode_photos(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encode(images, "photo")
 
     @property
     def capabilities(self) -> frozenset[str]:
-        """Optional abilities beyond the two encoders (e.g. "score_pairs", "explain")."""
-        return frozenset()
+        """Names of the typed capabilities this model implements."""
+        return frozenset(name for name, protocol in CAPABILITIES.items() if isinstance(self, protocol))
 
     def describe(self) -> dict[str, Any]:
         """What a report or a model registry shows about the model."""
-        return {"name": self.name, "embedding_dim": self.embedding_dim, "capabilities": sorted(self.capabilities)}
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How an encoder wants its images: square size, channel statistics, and padding to a square."""
-
-    image_size: int = 64
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        """PIL image (any mode) → (3, size, size) float tensor; transparency becomes white, aspect is kept."""
-        image = square_rgb(image, self.image_size)
-        array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (array - mean) / std
-
-    def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return torch.stack([self(image) for image in images])
+        return {"name": self.name, "embedding_dim": self.embedding_dim, "capabilities": sorted(self.capabilities),
+                "preprocess": {domain: self.preprocess(domain).to_dict() for domain in DOMAINS}}
 
 
 class TorchRetrievalModel(RetrievalModel):
-    """Adapter: two torch modules (possibly the same one) plus their preprocessing → the interface."""
+    """Adapter: two torch modules (possibly sharing weights) plus each one's preprocessing → the interface."""
 
-    def __init__(self, sketch_encoder: torch.nn.Module, photo_encoder: torch.nn.Module, preprocess: Preprocess,
-                 embedding_dim: int, name: str = "torch", device: str | torch.device = "cpu") -> None:
-        self.sketch_encoder = sketch_encoder.eval().to(device)
-        self.photo_encoder = photo_encoder.eval().to(device)
-        self.preprocess = preprocess
+    def __init__(self, sketch_encoder: torch.nn.Module, photo_encoder: torch.nn.Module,
+                 preprocess: Preprocess | dict[str, Preprocess], embedding_dim: int, name: str = "torch",
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.encoders = {"sketch": sketch_encoder.eval().to(self.device),
+                         "photo": photo_encoder.eval().to(self.device)}
+        self._preprocess = preprocess if isinstance(preprocess, dict) else dict.fromkeys(DOMAINS, preprocess)
         self.embedding_dim = embedding_dim
         self.name = name
-        self.device = torch.device(device)
+
+    def preprocess(self, domain: str) -> Preprocess:
+        return self._preprocess[check_domain(domain)]
 
     @torch.inference_mode()
-    def _encode(self, module: torch.nn.Module, images: Sequence[Image.Image]) -> np.ndarray:
-        if len(images) == 0:
+    def encode_batch(self, batch: torch.Tensor, domain: str) -> np.ndarray:
+        if len(batch) == 0:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        batch = self.preprocess.batch(images).to(self.device)
-        features = torch.nn.functional.normalize(module(batch).float(), dim=1)
+        images = self.preprocess(domain).normalize(batch.to(self.device))
+        features = torch.nn.functional.normalize(self.encoders[domain](images).float(), dim=1)
         return features.cpu().numpy()
 
-    def encode_sketches(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self._encode(self.sketch_encoder, images)
+    def _unique_modules(self) -> dict[str, torch.nn.Module]:
+        sketch, photo = self.encoders["sketch"], self.encoders["photo"]
+        return {"sketch": sketch} if sketch is photo else {"sketch": sketch, "photo": photo}
 
-    def encode_photos(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self._encode(self.photo_encoder, images)
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights of the encoders, each module once (a shared encoder is stored once)."""
+        return {f"{name}.{key}": value for name, module in self._unique_modules().items()
+                for key, value in module.state_dict().items()}
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "image_size": self.preprocess.image_size}
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, module in self._unique_modules().items():
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})

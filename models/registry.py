@@ -1,69 +1,53 @@
-"""Model registry: build a retrieval model by name, or load a trained one from its checkpoint folder."""
+"""Baselines by name: models with nothing to learn, built from their params section.
+
+Trained methods live in ``models.method``; both kinds end up as model folders (``models.checkpoint``) that
+everything downstream loads the same way.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from models.interface import RetrievalModel
 
-_MODELS: dict[str, Callable[..., RetrievalModel]] = {}
-_LOADERS: dict[str, Callable[[Path], RetrievalModel]] = {}
+BUILTIN: dict[str, str] = {"baseline_random": "models.baselines", "baseline_hog": "models.baselines"}
+_BASELINES: dict[str, Callable[..., RetrievalModel]] = {}
 
 
-def register_model(name: str) -> Callable:
-    """Decorator for a factory (class or function) returning a RetrievalModel."""
+def register_baseline(name: str) -> Callable:
+    """Decorator for a typed factory (class or function) returning a RetrievalModel."""
 
     def decorate(factory: Callable[..., RetrievalModel]) -> Callable[..., RetrievalModel]:
-        if name in _MODELS:
-            raise ValueError(f"model '{name}' is registered twice")
-        _MODELS[name] = factory
+        if name in _BASELINES and _BASELINES[name] is not factory:
+            raise ValueError(f"baseline '{name}' is registered twice")
+        _BASELINES[name] = factory
         return factory
 
     return decorate
 
 
-def register_loader(method: str) -> Callable:
-    """Decorator for a function loading a trained ``method`` from its checkpoint folder."""
-
-    def decorate(loader: Callable[[Path], RetrievalModel]) -> Callable[[Path], RetrievalModel]:
-        _LOADERS[method] = loader
-        return loader
-
-    return decorate
+def available_baselines() -> list[str]:
+    return sorted(set(BUILTIN) | set(_BASELINES))
 
 
-def available_models() -> list[str]:
-    _import_builtin()
-    return sorted(_MODELS)
+def baseline_factory(name: str) -> Callable[..., RetrievalModel]:
+    if name not in _BASELINES and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
+    if name not in _BASELINES:
+        raise KeyError(f"unknown baseline '{name}'; available: {available_baselines()}")
+    return _BASELINES[name]
 
 
-def create_model(name: str, **kwargs: Any) -> RetrievalModel:
-    """Build a registered model (baselines, untrained methods)."""
-    _import_builtin()
-    if name not in _MODELS:
-        raise KeyError(f"unknown model '{name}'; registered: {sorted(_MODELS)}")
-    model = _MODELS[name](**kwargs)
+def is_baseline(name: str) -> bool:
+    return name in BUILTIN or name in _BASELINES
+
+
+def create_baseline(name: str, params: dict[str, Any] | None = None, where: str | None = None) -> RetrievalModel:
+    """Build a baseline from its params section, type-checked like every other section."""
+    from sbir.config import build
+
+    model = build(baseline_factory(name), params or {}, where or name)
     model.name = name
     return model
-
-
-def load_model(checkpoint_dir: str | Path) -> RetrievalModel:
-    """Load a trained model from a folder holding ``config.json`` and weights, whatever its method."""
-    import json
-
-    _import_builtin()
-    checkpoint_dir = Path(checkpoint_dir)
-    config_path = checkpoint_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{checkpoint_dir}: not a checkpoint folder (no config.json)")
-    method = json.loads(config_path.read_text()).get("method")
-    if method not in _LOADERS:
-        raise KeyError(f"{config_path}: unknown method '{method}'; known: {sorted(_LOADERS)}")
-    return _LOADERS[method](checkpoint_dir)
-
-
-def _import_builtin() -> None:
-    """Registration happens on import of the modules that define models."""
-    from models import baselines, dsn  # noqa: F401

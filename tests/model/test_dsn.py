@@ -9,47 +9,56 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import PairSampler, PairedImages, augment, load_paired_images
-from models.dsn import DSNConfig, as_retrieval_model, dsn_losses, load_net, save_model
-from models.engine import TrainConfig, build_net, train
+from models.checkpoint import load_model, load_network, read_config, save_method
+from models.data import PairSampler, TrainSplit, augment, decode_all, read_split
+from models.dsn import DSN, DSNConfig, dsn_losses
+from models.engine import RuntimeConfig, TrainConfig, build_net, train
 from models.losses import SketchMemoryBank, cross_modal_infonce, supervised_contrastive
-from models.registry import load_model
-from sbir.manifest import read_manifest
+from models.method import Batch, get_method
+from sbir.manifest import read_manifest, write_manifest
 
-TINY = TrainConfig(epochs=2, batch_size=8, lr=2e-3, checkpoint_every=2, num_threads=1,
-                   model=DSNConfig(image_size=32, embedding_dim=32, projection_dim=16, memory_size=4))
+TINY = TrainConfig(epochs=2, batch_size=8, lr=2e-3)
+RUN = RuntimeConfig(checkpoint_every=2, num_threads=1, workers=0, cache="memory")
+METHOD = DSN(DSNConfig(image_size=32, embedding_dim=32, projection_dim=16, memory_size=4))
+
+
+def _method(**changes) -> DSN:
+    return DSN(replace(METHOD.config, **changes))
 
 
 @pytest.fixture(scope="module")
-def data(tiny_openmoji: Path) -> PairedImages:
-    full = load_paired_images(read_manifest(tiny_openmoji), "train", image_size=32, progress=False)
-    keep = full.sketch_labels < 6  # six categories: 12 photos, 24 sketches
-    photo_keep = full.photo_labels < 6
-    photo_index = torch.full((len(full.photos),), -1, dtype=torch.int64)
-    photo_index[photo_keep] = torch.arange(int(photo_keep.sum()))
-    links = full.sketch_to_photo[keep]
-    return PairedImages(sketches=full.sketches[keep], photos=full.photos[photo_keep],
-                        sketch_labels=full.sketch_labels[keep], photo_labels=full.photo_labels[photo_keep],
-                        sketch_to_photo=torch.where(links >= 0, photo_index[links.clamp(min=0)], -1),
-                        categories=full.categories[:6])
+def data(tiny_openmoji: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainSplit:
+    """Six training categories of the tiny OpenMoji-ZS: 12 photos, 24 sketches (a manifest of its own)."""
+    manifest = read_manifest(tiny_openmoji)
+    frame = manifest.frame
+    keep = sorted(frame.loc[frame["split"] == "train", "category"].unique())[:6]
+    out = tmp_path_factory.mktemp("six")
+    write_manifest(frame[frame["category"].isin(keep)], out, dataset="six", image_root=manifest.image_root)
+    return read_split(read_manifest(out), "train")
+
+
+@pytest.fixture(scope="module")
+def images(data: TrainSplit) -> dict[str, torch.Tensor]:
+    preprocess = METHOD.preprocess()
+    return {"sketch": decode_all(data.sketch_paths, preprocess["sketch"], workers=0),
+            "photo": decode_all(data.photo_paths, preprocess["photo"], workers=0)}
 
 
 def _weights(net) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
-def test_embeddings_are_unit_and_shaped(data: PairedImages) -> None:
-    net = build_net(TINY, data.num_classes).eval()
-    images = data.sketches[:5].float() / 255
+def test_embeddings_are_unit_and_shaped(data: TrainSplit, images) -> None:
+    net = build_net(METHOD, TINY, data.num_classes).eval()
     with torch.no_grad():
-        out = net(images, data.photos[:5].float() / 255)
+        out = net(images["sketch"][:5].float() / 255, images["photo"][:5].float() / 255)
     assert out["sketch"].shape == out["photo"].shape == (5, 32)
     assert torch.allclose(out["sketch"].norm(dim=1), torch.ones(5), atol=1e-5)
     assert out["logits"].shape == (10, data.num_classes) and out["projected"].shape == (10, 16)
 
 
-def test_photo_edge_map_draws_outlines_only(data: PairedImages) -> None:
-    net = build_net(replace(TINY, model=replace(TINY.model, photo_edges=True, pool="flatten")), data.num_classes)
+def test_photo_edge_map_draws_outlines_only(data: TrainSplit) -> None:
+    net = build_net(_method(photo_edges=True, pool="flatten"), TINY, data.num_classes)
     square = torch.ones(1, 3, 32, 32)
     square[:, :, 8:24, 8:24] = 0.2  # a dark filled square on white
     edges = net.edge_map(square)[0, 0]
@@ -77,7 +86,7 @@ def test_losses_on_hand_made_cases() -> None:
                                                                                     torch.tensor([1]), 0.1)
 
 
-def test_sampler_pairs_sketches_with_their_photos(data: PairedImages) -> None:
+def test_sampler_pairs_sketches_with_their_photos(data: TrainSplit) -> None:
     sampler = PairSampler(data, batch_size=8, seed=0)
     sketches, photos, linked = sampler.batch(epoch=0, step=1)
     assert torch.equal(photos, data.sketch_to_photo[sketches]) and linked.all()
@@ -88,16 +97,16 @@ def test_sampler_pairs_sketches_with_their_photos(data: PairedImages) -> None:
     assert not linked.any()
 
 
-def test_category_runs_sampler_covers_every_sketch_in_same_category_runs(data: PairedImages) -> None:
+def test_category_runs_sampler_covers_every_sketch_in_same_category_runs(data: TrainSplit) -> None:
     sampler = PairSampler(data, batch_size=8, seed=0, per_category=4)
     for epoch in (0, 1):
         order = sampler._epoch_order(epoch)
-        assert sorted(order.tolist()) == list(range(len(data.sketches)))  # a permutation: nothing lost or doubled
+        assert sorted(order.tolist()) == list(range(len(data.sketch_paths)))  # a permutation: nothing lost or doubled
     sketches, photos, linked = sampler.batch(0, 0)
     labels = data.sketch_labels[sketches]
     assert len(labels.unique()) <= 2 + 1  # runs of 4: a batch of 8 spans at most two categories (+ a short run)
     assert torch.equal(photos, data.sketch_to_photo[sketches]) and linked.all()
-    assert torch.equal(sampler.batch(0, 0)[0], sketches) and sampler.steps_per_epoch == len(data.sketches) // 8
+    assert torch.equal(sampler.batch(0, 0)[0], sketches) and sampler.steps_per_epoch == len(data.sketch_paths) // 8
     plain = PairSampler(data, batch_size=8, seed=0)
     assert len(data.sketch_labels[plain.batch(0, 0)[0]].unique()) > 3  # without runs: mixed categories
     with pytest.raises(ValueError, match="per_category"):
@@ -105,33 +114,32 @@ def test_category_runs_sampler_covers_every_sketch_in_same_category_runs(data: P
 
 
 @pytest.mark.parametrize("pool", ["flatten", "avg"])
-def test_backbone_cut_at_a_stage_gives_unit_embeddings(data: PairedImages, pool: str) -> None:
-    config = replace(TINY, model=replace(TINY.model, feature_level=2, pool=pool))
-    net = build_net(config, data.num_classes).eval()
-    whole = build_net(replace(TINY, model=replace(TINY.model, pool=pool)), data.num_classes)
+def test_backbone_cut_at_a_stage_gives_unit_embeddings(data: TrainSplit, images, pool: str) -> None:
+    net = build_net(_method(feature_level=2, pool=pool), TINY, data.num_classes).eval()
+    whole = build_net(_method(feature_level=None, pool=pool), TINY, data.num_classes)
     assert sum(p.numel() for p in net.backbone.parameters()) < sum(p.numel() for p in whole.backbone.parameters())
     with torch.no_grad():
-        out = net(data.sketches[:3].float() / 255, data.photos[:3].float() / 255)
+        out = net(images["sketch"][:3].float() / 255, images["photo"][:3].float() / 255)
     assert out["sketch"].shape == (3, 32) and torch.allclose(out["photo"].norm(dim=1), torch.ones(3), atol=1e-5)
     with pytest.raises(ValueError, match="feature_level needs a timm backbone"):
-        build_net(replace(TINY, model=replace(TINY.model, backbone="open_clip:RN50", feature_level=2)), 3)
+        build_net(_method(backbone="open_clip:RN50", feature_level=2, pool="avg"), TINY, 3)
 
 
-def test_augment_is_seeded_and_keeps_white_background(data: PairedImages) -> None:
-    first = augment(data.photos[:4], torch.Generator().manual_seed(1), colour=True)
-    again = augment(data.photos[:4], torch.Generator().manual_seed(1), colour=True)
+def test_augment_is_seeded_and_keeps_white_background(images) -> None:
+    first = augment(images["photo"][:4], torch.Generator().manual_seed(1), colour=True)
+    again = augment(images["photo"][:4], torch.Generator().manual_seed(1), colour=True)
     assert torch.equal(first, again) and first.min() >= 0 and first.max() <= 1
     blank = augment(torch.full((2, 3, 32, 32), 255, dtype=torch.uint8), torch.Generator().manual_seed(0))
     assert torch.allclose(blank, torch.ones_like(blank), atol=1e-5)  # rotation pads with white, not black
 
 
-def test_loss_decreases_and_tiny_batch_is_overfit(data: PairedImages) -> None:
+def test_loss_decreases_and_tiny_batch_is_overfit(data: TrainSplit, images) -> None:
     torch.manual_seed(0)
-    net = build_net(TINY, data.num_classes).train()
+    net = build_net(METHOD, TINY, data.num_classes).train()
     optimiser = torch.optim.AdamW(net.parameters(), lr=3e-3)
-    sketches = data.sketches[:8].float() / 255
+    sketches = images["sketch"][:8].float() / 255
     photo_idx = data.sketch_to_photo[:8]
-    photos = data.photos[photo_idx].float() / 255
+    photos = images["photo"][photo_idx].float() / 255
     same = photo_idx[:, None] == photo_idx[None, :]
     totals = []
     for _ in range(40):
@@ -148,58 +156,97 @@ def test_loss_decreases_and_tiny_batch_is_overfit(data: PairedImages) -> None:
     assert torch.equal(photo_idx[(out["sketch"] @ out["photo"].T).argmax(dim=1)], photo_idx)
 
 
-def test_training_is_deterministic_and_resume_is_exact(data: PairedImages, tmp_path: Path) -> None:
-    uninterrupted, _ = train(TINY, data, tmp_path / "a", progress=False)
-    again, _ = train(TINY, data, tmp_path / "b", progress=False)
+def _train(data: TrainSplit, state: Path, method: DSN = METHOD, config: TrainConfig = TINY,
+           runtime: RuntimeConfig = RUN, **kwargs):
+    return train(method, config, runtime, data, state, progress=False, **kwargs)
+
+
+def test_training_is_deterministic_and_resume_is_exact(data: TrainSplit, tmp_path: Path) -> None:
+    uninterrupted, _ = _train(data, tmp_path / "a")
+    again, _ = _train(data, tmp_path / "b")
     reference = _weights(uninterrupted)
     assert all(torch.equal(reference[k], v) for k, v in _weights(again).items())
     # interrupted mid-epoch after step 3 (last checkpoint at step 2), then resumed from the saved state
-    train(TINY, data, tmp_path / "c", progress=False, stop_after_steps=3)
+    _train(data, tmp_path / "c", stop_after_steps=3)
     assert (tmp_path / "c" / "state.pt").is_file()
-    resumed, times = train(TINY, data, tmp_path / "c", progress=False)
+    resumed, times = _train(data, tmp_path / "c")
     assert times.steps == 2 * PairSampler(data, 8, 0).steps_per_epoch - 2
     assert all(torch.equal(reference[k], v) for k, v in _weights(resumed).items())
-    different, _ = train(replace(TINY, seed=1), data, tmp_path / "d", progress=False)
+    different, _ = _train(data, tmp_path / "d", config=replace(TINY, seed=1))
     assert not torch.equal(_weights(different)["heads.sketch.weight"], reference["heads.sketch.weight"])
 
 
-def test_resume_refuses_a_state_from_other_settings_or_data(data: PairedImages, tmp_path: Path) -> None:
-    train(TINY, data, tmp_path, progress=False, stop_after_steps=2)
+def test_streamed_batches_train_exactly_like_cached_ones(data: TrainSplit, tmp_path: Path) -> None:
+    """DataLoader workers decoding from disk (and resuming mid-run) give the in-memory cache's weights."""
+    cached, _ = _train(data, tmp_path / "cached")
+    streamed_run = replace(RUN, cache="none", workers=2, prefetch=1)
+    _train(data, tmp_path / "streamed", runtime=streamed_run, stop_after_steps=2)
+    streamed, times = _train(data, tmp_path / "streamed", runtime=streamed_run)
+    assert times.steps == 2 * PairSampler(data, 8, 0).steps_per_epoch - 2
+    assert all(torch.equal(_weights(cached)[k], v) for k, v in _weights(streamed).items())
+
+
+def test_resume_refuses_a_state_from_other_settings_or_data(data: TrainSplit, tmp_path: Path) -> None:
+    _train(data, tmp_path, stop_after_steps=2)
+    with pytest.raises(ValueError, match="other train"):
+        _train(data, tmp_path, config=replace(TINY, lr=1e-4))
     with pytest.raises(ValueError, match="other config"):
-        train(replace(TINY, lr=1e-4), data, tmp_path, progress=False)
-    relabelled = replace(data, sketch_labels=data.sketch_labels.roll(1))
+        _train(data, tmp_path, method=_method(temperature=0.1))
     with pytest.raises(ValueError, match="other data"):
-        train(TINY, relabelled, tmp_path, progress=False)
+        _train(replace(data, fingerprint="another manifest"), tmp_path)
+    _train(data, tmp_path, runtime=replace(RUN, checkpoint_every=5))  # how to run may change on resume
 
 
-def test_resumed_run_reports_completion_and_batches_must_shard(data: PairedImages, tmp_path: Path) -> None:
+def test_resumed_run_reports_completion_and_batches_must_shard(data: TrainSplit, tmp_path: Path) -> None:
     from models.engine import Distributed
 
-    _, first = train(TINY, data, tmp_path, progress=False, stop_after_steps=2)
+    _, first = _train(data, tmp_path, stop_after_steps=2)
     assert not first.completed and first.global_step == 2
-    _, rest = train(TINY, data, tmp_path, progress=False, stop_after_steps=10_000)
+    _, rest = _train(data, tmp_path, stop_after_steps=10_000)
     assert rest.completed and rest.global_step == rest.total_steps
     with pytest.raises(ValueError, match="equal shards"):
-        train(TINY, data, tmp_path / "x", progress=False, ctx=Distributed(rank=0, world_size=3))
+        _train(data, tmp_path / "x", ctx=Distributed(rank=0, world_size=3))
 
 
-def test_category_level_pairs_never_enter_the_instance_term(data: PairedImages, tmp_path: Path) -> None:
+def test_category_level_pairs_never_enter_the_instance_term(data: TrainSplit, tmp_path: Path) -> None:
     unlinked = replace(data, sketch_to_photo=torch.full_like(data.sketch_to_photo, -1))
     logged: list[dict] = []
-    train(replace(TINY, epochs=1), unlinked, tmp_path, progress=False, log=logged.append)
-    assert logged and all(entry["instance"] == 0.0 for entry in logged)
-    assert all(entry["classification"] > 0 for entry in logged)
+    _train(unlinked, tmp_path, config=replace(TINY, epochs=2), log_epoch=lambda epoch, means: logged.append(means))
+    assert len(logged) == 2 and all(entry["instance"] == 0.0 for entry in logged)
+    assert all(entry["classification"] > 0 and entry["lr"] > 0 for entry in logged)
 
 
-def test_save_load_round_trip_gives_identical_embeddings(data: PairedImages, tmp_path: Path) -> None:
-    net, _ = train(replace(TINY, epochs=1), data, tmp_path / "state", progress=False)
-    save_model(net, tmp_path / "ckpt", {"dataset": "tiny", "train_categories": data.categories})
+def test_save_load_round_trip_gives_identical_embeddings(data: TrainSplit, images, tmp_path: Path) -> None:
+    net, _ = _train(data, tmp_path / "state", config=replace(TINY, epochs=1))
+    facts = {"dataset": "six", "train_categories": data.categories, "data_fingerprint": data.fingerprint, "train": {}}
+    save_method(tmp_path / "ckpt", METHOD, net, facts)
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    config = read_config(tmp_path / "ckpt")
+    assert config["schema_version"] == 1 and config["method"] == "dsn" and config["data_fingerprint"] == data.fingerprint
+    assert config["preprocess"]["sketch"]["image_size"] == 32 and config["num_classes"] == 6
     from PIL import Image
 
-    images = [Image.fromarray(data.sketches[i].permute(1, 2, 0).numpy()) for i in range(4)]
-    before = as_retrieval_model(net).encode_sketches(images)
-    after = load_model(tmp_path / "ckpt").encode_sketches(images)
-    assert np.array_equal(before, after)
-    assert torch.equal(load_net(tmp_path / "ckpt").memory.filled, net.memory.filled)
-    assert np.allclose(np.linalg.norm(after, axis=1), 1, atol=1e-5)
+    pictures = [Image.fromarray(images["sketch"][i].permute(1, 2, 0).numpy()) for i in range(4)]
+    before = METHOD.export(net).encode_sketches(pictures)
+    loaded = load_model(tmp_path / "ckpt")
+    assert np.array_equal(before, loaded.encode_sketches(pictures))
+    assert np.array_equal(before, loaded.encode_batch(images["sketch"][:4], "sketch"))  # tensors, no PIL
+    _, net_again, _ = load_network(tmp_path / "ckpt")
+    assert torch.equal(net_again.memory.filled, net.memory.filled)
+    assert np.allclose(np.linalg.norm(before, axis=1), 1, atol=1e-5)
+    # both encoders run on one network: the shared backbone is one set of tensors, stored once
+    sketch_encoder, photo_encoder = loaded.encoders["sketch"], loaded.encoders["photo"]
+    assert sketch_encoder.net is photo_encoder.net
+    shared = {p.data_ptr() for p in sketch_encoder.parameters()} & {p.data_ptr() for p in photo_encoder.parameters()}
+    assert len(shared) >= len(list(net.backbone.parameters()))
+
+
+def test_method_contract_groups_and_registry(data: TrainSplit) -> None:
+    assert get_method("dsn") is DSN
+    net = METHOD.build(data.num_classes)
+    groups = METHOD.param_groups(net, 0.01)
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters())) and groups[0]["lr"] == 0.01
+    with pytest.raises(KeyError, match="unknown method 'nope'.*dsn"):
+        get_method("nope")
+    with pytest.raises(TypeError, match="DSNConfig"):
+        DSN({"image_size": 32})
