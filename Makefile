@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml requirements.lock
 run: setup
 	dvc repro
 	dvc status
+	python -m stages.report
 
 test: setup
 	pytest -q
@@ -42,6 +43,7 @@ bench: setup
 	python benchmarks/bench_prepare.py
 	python benchmarks/bench_metrics.py
 	python benchmarks/bench_train_data.py
+	python benchmarks/bench_data.py
 
 clean:
 	rm -rf data artifacts dvclive .pytest_cache

@@ -1,13 +1,14 @@
-"""Stage ``evaluate``: zero-shot retrieval metrics of one model on one prepared dataset.
+"""Stage ``evaluate@<model>``: zero-shot retrieval metrics of one model on one prepared dataset.
 
-Embeds the dataset's unseen-category test sketches and photos through the model interface and reports every
-protocol variant of ``sbir.metrics`` (labelled), fine-grained Acc@K where sketches link to photos, and
-generalised ZS-SBIR (unseen sketches against unseen + seen-category test photos). Cross-dataset: evaluate a
-checkpoint trained on dataset A on dataset B; categories of B that A trained on are reported, and excluded from
-the zero-shot numbers unless ``exclude_trained_categories`` is false.
+Reads the model's stored embeddings (``embed@<model>``) of the dataset's test rows and reports every protocol
+variant of ``sbir.metrics`` (labelled), fine-grained Acc@K where sketches link to photos, and generalised
+ZS-SBIR (unseen sketches against unseen + seen-category test photos). Where the model can score pairs
+(``PairScorer``) and ``rerank_top_k`` > 0, each query's top-k is re-scored by it (``reranked`` in the report).
+Cross-dataset: evaluate a model trained on dataset A on dataset B (embedding B first if needed); categories of B
+that A trained on are reported, and excluded from the zero-shot numbers unless ``exclude_trained_categories``
+is false.
 
-The model is a registered baseline (``evaluate.baselines.<name>`` holds its params) or a checkpoint folder.
-Outputs in ``artifacts/eval/<dataset>/<name>/``: ``metrics.json`` (dvc metrics), ``pr.csv`` and ``pk.csv``
+Outputs in ``artifacts/eval/<dataset>/<model>/``: ``metrics.json`` (dvc metrics), ``pr.csv`` and ``pk.csv``
 (dvc plots), ``per_category.csv`` and ``grid.png`` (sketch queries with their top-k, hits marked).
 """
 
@@ -15,26 +16,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from models.embed import embed_images
-from models.interface import RetrievalModel
-from models.registry import create_model, load_model
 from models.backbones import BackboneError
+from models.checkpoint import CheckpointError, load_model, read_config
+from models.data import load_image
+from models.interface import PairScorer, RetrievalModel
+from sbir import paths
+from sbir.categories import normalize_category
 from sbir.config import ConfigError, build, load_params, section
-from sbir.datasets.benchmark_lists import normalize_class as normalise_category
+from sbir.embeddings import Embeddings, EmbeddingsError, read_embeddings
+from sbir.env import apply_offline_defaults
+from sbir.index import top_k
+from sbir.io import atomic_write, atomic_write_json
+from sbir.logs import setup_logging
 from sbir.manifest import Manifest, ManifestError, read_manifest
 from sbir.metrics import compute_retrieval, request_for
 from sbir.plots import pick_queries, retrieval_grid
 
-EVAL_ROOT = Path("artifacts/eval")
+log = logging.getLogger("stages.evaluate")
 
 
 @dataclass
@@ -42,40 +49,21 @@ class EvaluateParams:
     """``params.yaml`` section ``evaluate``."""
 
     dataset: str = "openmoji_zs"
-    batch_size: int = 64
     protocols: list[str] = field(default_factory=lambda: ["all"])
-    ties: str = "stable"
+    ties: Literal["stable", "group"] = "stable"
     generalised: bool = True
     exclude_trained_categories: bool = True
+    rerank_top_k: int = 0
     grid_queries: int = 8
     grid_top_k: int = 8
     seed: int = 0
-    workers: int = 2
-    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        request_for(self.protocols, has_instances=True)  # an unknown protocol fails here, before any work
 
 
-def resolve_model(reference: str, params: EvaluateParams) -> tuple[RetrievalModel, dict[str, Any]]:
-    """A baseline by name, or a trained model from its checkpoint folder (with its training facts)."""
-    path = Path(reference)
-    if (path / "config.json").is_file():
-        config = json.loads((path / "config.json").read_text())
-        return load_model(path), config
-    if reference not in params.baselines:
-        raise ConfigError(f"model '{reference}' is neither a checkpoint folder nor listed under evaluate.baselines "
-                          f"(listed: {sorted(params.baselines)})")
-    return create_model(reference, **(params.baselines[reference] or {})), {}
-
-
-def _rows(manifest: Manifest, split: str, domain: str, drop: set[str]) -> pd.DataFrame:
-    rows = manifest.select(split=split, domain=domain)
-    return rows[~rows["category"].map(normalise_category).isin(drop)].reset_index(drop=True)
-
-
-def _embed(model: RetrievalModel, manifest: Manifest, rows: pd.DataFrame, domain: str,
-           params: EvaluateParams, progress: bool) -> np.ndarray:
-    paths = [manifest.resolve(p) for p in rows["path"]]
-    return embed_images(model, paths, domain, batch_size=params.batch_size, workers=params.workers,
-                        progress=progress)
+def _keep(rows: pd.DataFrame, drop: set[str]) -> np.ndarray:
+    return (~rows["category"].map(normalize_category).isin(drop)).to_numpy()
 
 
 def _instances(rows: pd.DataFrame, prefix: str) -> np.ndarray | None:
@@ -87,67 +75,88 @@ def _instances(rows: pd.DataFrame, prefix: str) -> np.ndarray | None:
     return ids.fillna(sentinels).to_numpy(dtype=str)
 
 
-def evaluate_model(model: RetrievalModel, manifest: Manifest, params: EvaluateParams, out_dir: Path,
-                   trained: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Compute and write every output of the stage; returns the metrics document."""
+def rerank(model: PairScorer, manifest: Manifest, sketches: pd.DataFrame, photos: pd.DataFrame,
+           sketch_emb: np.ndarray, photo_emb: np.ndarray, k: int) -> np.ndarray:
+    """Embedding scores with each query's top-k re-scored by the model's pair scorer and kept above the rest."""
+    import torch
+
+    scores = sketch_emb @ photo_emb.T
+    _, top = top_k(sketch_emb, photo_emb, k)
+    out = scores.copy()
+    sketch_pre, photo_pre = model.preprocess("sketch"), model.preprocess("photo")
+    for query, row in enumerate(top):
+        sketch = load_image(manifest.resolve(sketches["path"].iloc[query]), sketch_pre)
+        gallery = torch.stack([load_image(manifest.resolve(photos["path"].iloc[j]), photo_pre) for j in row])
+        pair_scores = np.asarray(model.score_pairs(sketch.expand(len(row), -1, -1, -1), gallery), dtype=np.float32)
+        out[query, row] = scores[query].max() + 1 + pair_scores - pair_scores.min()
+    return out
+
+
+def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: EvaluateParams, out_dir: Path,
+                        trained: dict[str, Any] | None = None, model: RetrievalModel | None = None) -> dict[str, Any]:
+    """Compute and write every output of the stage from stored embeddings; returns the metrics document."""
     trained = trained or {}
-    trained_categories = {normalise_category(c) for c in trained.get("train_categories", [])}
-    unseen_names = {normalise_category(c) for c in manifest.select(split="test_unseen")["category"].unique()}
+    trained_categories = {normalize_category(c) for c in trained.get("train_categories", [])}
+    unseen_names = {normalize_category(c) for c in manifest.select(split="test_unseen")["category"].unique()}
     overlap = sorted(trained_categories & unseen_names)
     drop = set(overlap) if params.exclude_trained_categories else set()
-    sketches = _rows(manifest, "test_unseen", "sketch", drop)
-    photos = _rows(manifest, "test_unseen", "photo", drop)
+    sketch_emb, sketches = embeddings.select(split="test_unseen", domain="sketch")
+    photo_emb, photos = embeddings.select(split="test_unseen", domain="photo")
+    keep_s, keep_p = _keep(sketches, drop), _keep(photos, drop)
+    sketch_emb, sketches = sketch_emb[keep_s], sketches[keep_s].reset_index(drop=True)
+    photo_emb, photos = photo_emb[keep_p], photos[keep_p].reset_index(drop=True)
     if sketches.empty or photos.empty:
         raise ManifestError(f"{manifest.dataset}: no test_unseen sketches or photos left to evaluate "
                             f"(excluded as trained on: {overlap})")
-    started = time.perf_counter()
-    sketch_emb = _embed(model, manifest, sketches, "sketch", params, progress)
-    photo_emb = _embed(model, manifest, photos, "photo", params, progress)
-    embed_seconds = time.perf_counter() - started
-
     q_inst, g_inst = _instances(sketches, "q"), _instances(photos, "g")
     has_fg = q_inst is not None and g_inst is not None
     request = request_for(params.protocols, has_instances=has_fg, curves=True)
-    result = compute_retrieval(sketch_emb, photo_emb, sketches["category"].to_numpy(str),
-                               photos["category"].to_numpy(str), q_inst if has_fg else None,
+    labels = sketches["category"].to_numpy(str), photos["category"].to_numpy(str)
+    result = compute_retrieval(sketch_emb, photo_emb, *labels, q_inst if has_fg else None,
                                g_inst if has_fg else None, request=request, ties=params.ties)
     document: dict[str, Any] = {
-        "dataset": manifest.dataset, "model": model.describe(),
+        "dataset": manifest.dataset, "model": embeddings.meta.get("model", {}),
         "zero_shot": result.summary(params.protocols),
         "cross_dataset": {"trained_on": trained.get("dataset"), "trained_categories_in_test": overlap,
                           "excluded": sorted(drop)},
     }
-    seen_photos = _rows(manifest, "test_seen", "photo", set())
+    if model is not None and isinstance(model, PairScorer) and params.rerank_top_k > 0:
+        scores = rerank(model, manifest, sketches, photos, sketch_emb, photo_emb, params.rerank_top_k)
+        reranked = compute_retrieval(scores, None, *labels, q_inst if has_fg else None, g_inst if has_fg else None,
+                                     request=request_for(params.protocols, has_instances=has_fg), ties=params.ties)
+        document["reranked"] = {"top_k": params.rerank_top_k, **reranked.summary(params.protocols)}
+    seen_emb, seen_photos = embeddings.select(split="test_seen", domain="photo")
     if params.generalised and not seen_photos.empty:
-        seen_emb = _embed(model, manifest, seen_photos, "photo", params, progress)
         gallery = pd.concat([photos, seen_photos], ignore_index=True)
         g_inst_all = _instances(gallery, "g")
-        general = compute_retrieval(sketch_emb, np.concatenate([photo_emb, seen_emb]),
-                                    sketches["category"].to_numpy(str), gallery["category"].to_numpy(str),
-                                    q_inst if has_fg else None, g_inst_all if has_fg else None,
+        general = compute_retrieval(sketch_emb, np.concatenate([photo_emb, seen_emb]), labels[0],
+                                    gallery["category"].to_numpy(str), q_inst if has_fg else None,
+                                    g_inst_all if has_fg else None,
                                     request=request_for(params.protocols, has_instances=has_fg), ties=params.ties)
         document["generalised"] = general.summary(params.protocols)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(document, indent=2) + "\n")
+    atomic_write_json(out_dir / "metrics.json", document)
     curves = result.mean_curves()
-    pd.DataFrame({"recall": curves["recall"], "precision": curves["precision/query"],
-                  "precision_class_avg": curves["precision/class"]}).to_csv(out_dir / "pr.csv", index=False)
-    pd.DataFrame({"k": curves["k"], "precision": curves["p_at_k/k/query"],
-                  "precision_min_k_rel": curves["p_at_k/min_k_rel/query"]}).to_csv(out_dir / "pk.csv", index=False)
+    _write_csv(out_dir / "pr.csv", pd.DataFrame({"recall": curves["recall"], "precision": curves["precision/query"],
+                                                 "precision_class_avg": curves["precision/class"]}))
+    _write_csv(out_dir / "pk.csv", pd.DataFrame({"k": curves["k"], "precision": curves["p_at_k/k/query"],
+                                                 "precision_min_k_rel": curves["p_at_k/min_k_rel/query"]}))
     table = pd.DataFrame.from_dict(result.per_category(), orient="index").rename_axis("category")
-    table.sort_values(table.columns[2] if len(table.columns) > 2 else table.columns[0]).to_csv(
-        out_dir / "per_category.csv", float_format="%.4f")
+    _write_csv(out_dir / "per_category.csv",
+               table.sort_values(table.columns[2] if len(table.columns) > 2 else table.columns[0]), index=True)
     _write_grid(manifest, sketches, photos, sketch_emb, photo_emb, params, out_dir / "grid.png")
-    print(f"embedded {len(sketches)} sketches and {len(photos)} photos in {embed_seconds:.1f} s", file=sys.stderr)
     return document
+
+
+def _write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> None:
+    text = frame.to_csv(index=index, float_format="%.4f" if index else None)
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def _write_grid(manifest: Manifest, sketches: pd.DataFrame, photos: pd.DataFrame, sketch_emb: np.ndarray,
                 photo_emb: np.ndarray, params: EvaluateParams, target: Path) -> None:
     chosen = pick_queries(sketches["category"].to_numpy(str), params.grid_queries, params.seed)
-    scores = sketch_emb[chosen] @ photo_emb.T
-    top = np.argsort(-scores, axis=1, kind="stable")[:, : params.grid_top_k]
+    _, top = top_k(sketch_emb[chosen], photo_emb, params.grid_top_k)
     relevance = []
     for row, query in zip(top, chosen):
         same = photos["category"].to_numpy(str)[row] == sketches["category"].iloc[query]
@@ -157,32 +166,53 @@ def _write_grid(manifest: Manifest, sketches: pd.DataFrame, photos: pd.DataFrame
     image = retrieval_grid([manifest.resolve(sketches["path"].iloc[q]) for q in chosen],
                            [[manifest.resolve(photos["path"].iloc[j]) for j in row] for row in top], relevance,
                            [str(sketches["category"].iloc[q]) for q in chosen])
-    image.save(target)
+    atomic_write(target, lambda handle: image.save(handle, format="PNG"))
+
+
+def evaluate_model(reference: str, dataset: str, params: EvaluateParams, out_dir: Path | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """Evaluate a model folder (by name or path) on a prepared dataset, embedding it first if no stored
+    embeddings exist (cross-dataset runs outside the pipeline)."""
+    from stages.embed import EmbedParams, embed_dataset, model_folder
+
+    folder = model_folder(reference)
+    trained = read_config(folder)
+    manifest = read_manifest(paths.prepared_dir(dataset))
+    stored = paths.embeddings_dir(dataset, folder.name)
+    model = None
+    if not (stored / "meta.json").is_file():
+        log.info("no stored embeddings of %s on %s: embedding now", folder.name, dataset)
+        model = load_model(folder)
+        embed_dataset(model, manifest, stored, EmbedParams(), progress=progress)
+    embeddings = read_embeddings(stored, manifest)
+    if params.rerank_top_k > 0 and trained.get("kind") == "method":
+        model = model or load_model(folder)
+    document = evaluate_embeddings(embeddings, manifest, params, out_dir or paths.eval_dir(dataset, folder.name),
+                                   trained, model)
+    return document
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", required=True, help="a baseline under evaluate.baselines, or a checkpoint folder")
+    apply_offline_defaults()
+    setup_logging()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a model name (artifacts/checkpoints/<name>) or a folder")
     parser.add_argument("--dataset", default=None, help="default: evaluate.dataset")
-    parser.add_argument("--name", default=None, help="output folder name (default: the model's name)")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", type=Path, default=None, help="default: artifacts/eval/<dataset>/<name>")
+    parser.add_argument("--params", default=str(paths.PARAMS))
+    parser.add_argument("--out", type=Path, default=None, help="default: artifacts/eval/<dataset>/<model>")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
         params = build(EvaluateParams, section(load_params(args.params), "evaluate", source=args.params),
                        f"{args.params}: evaluate")
         dataset = args.dataset or params.dataset
-        model, trained = resolve_model(args.model, params)
-        name = args.name or Path(args.model).name
-        manifest = read_manifest(Path("data/prepared") / dataset)
-        document = evaluate_model(model, manifest, params, args.out or EVAL_ROOT / dataset / name, trained,
-                                  progress=not args.no_progress)
-    except (ConfigError, ManifestError, FileNotFoundError, KeyError, ValueError, TypeError, BackboneError) as error:
+        document = evaluate_model(args.model, dataset, params, args.out, progress=not args.no_progress)
+    except (ConfigError, CheckpointError, EmbeddingsError, ManifestError, BackboneError, OSError, KeyError,
+            ValueError) as error:
         print(f"evaluate failed: {error}", file=sys.stderr)
         return 2
     shown = {k: v for k, v in document["zero_shot"].items() if k.startswith(("preset/", "map_all"))}
-    print(json.dumps({"dataset": document["dataset"], "model": name, **shown}, indent=1))
+    print(json.dumps({"dataset": document["dataset"], "model": Path(args.model).name, **shown}, indent=1))
     return 0
 
 

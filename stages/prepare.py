@@ -12,11 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+from sbir import paths
 from sbir.config import ConfigError, load_params, section
 from sbir.datasets import DatasetError, create, summarize
+from sbir.env import apply_offline_defaults
+from sbir.logs import setup_logging
 from sbir.manifest import Manifest
-
-PREPARED_ROOT = Path("data/prepared")
 
 
 def prepare_dataset(name: str, params: dict, out_dir: Path, progress: bool = True) -> Manifest:
@@ -29,13 +30,15 @@ def prepare_dataset(name: str, params: dict, out_dir: Path, progress: bool = Tru
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_offline_defaults()
+    setup_logging()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", required=True, help="registered dataset name, e.g. openmoji_zs")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", type=Path, default=None, help="default: data/prepared/<dataset>")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    out_dir = args.out or PREPARED_ROOT / args.dataset
+    out_dir = args.out or paths.prepared_dir(args.dataset)
     started = time.perf_counter()
     try:
         params = section(load_params(args.params), "prepare", args.dataset, source=args.params)

@@ -1,121 +1,159 @@
-"""Stage ``train``: train the DSN-style method on a prepared dataset's ``train`` split.
+"""Stage ``train@<model>``: train a method on a prepared dataset's ``train`` split, or build a baseline's folder.
 
-Seeded and deterministic on CPU; bf16 autocast on CUDA; data-parallel under ``torchrun`` (gloo on CPU,
-NCCL on GPUs): ``torchrun --nproc-per-node 2 -m stages.train``. An interrupted run resumes exactly from
-``artifacts/train_state/<dataset>/`` (removed once training completes). Params: ``train``.
-Outputs: ``artifacts/checkpoints/dsn/`` (safetensors + config.json), ``artifacts/train/`` (DVCLive log, summary).
+A method (``models.method``) trains through the method-agnostic engine: seeded and deterministic on CPU, bf16
+autocast on CUDA, data-parallel under torchrun (``torchrun --nproc-per-node 2 -m stages.train --model dsn``),
+resumable after a kill from ``artifacts/train_state/<model>/<dataset>/`` (removed once training completes).
+A baseline has nothing to learn: its folder holds its params (and random weights, for a CNN).
+
+Params: ``train`` (dataset, runtime) and the model's own section (``<model>.train``, ``<model>.model``, or a
+baseline's arguments). Outputs: ``artifacts/checkpoints/<model>/`` (checkpoint format v1) and
+``artifacts/train/<model>/`` (DVCLive log, ``summary.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import time
-from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from models.backbones import BackboneError
+from models.checkpoint import save_baseline, save_method
+from models.engine import RuntimeConfig, TrainConfig
+from models.method import Method, get_method
+from models.registry import create_baseline, is_baseline
+from sbir import paths
 from sbir.config import ConfigError, build, load_params, section
+from sbir.env import apply_offline_defaults
+from sbir.io import atomic_write_json
+from sbir.logs import setup_logging
 from sbir.manifest import ManifestError, read_manifest
 
-CHECKPOINT_ROOT = Path("artifacts/checkpoints")
-TRAIN_ROOT = Path("artifacts/train")
-STATE_ROOT = Path("artifacts/train_state")
+log = logging.getLogger("stages.train")
 
 
-def parse_config(values: dict[str, Any], where: str):
-    """``train`` section → (dataset name, TrainConfig)."""
-    from models.dsn import DSNConfig
-    from models.engine import TrainConfig
+@dataclass
+class TrainSection:
+    """``params.yaml`` ``train``: the dataset and how runs are carried out."""
 
-    values = dict(values)
-    dataset = values.pop("dataset", "openmoji_zs")
-    method = values.pop("method", "dsn")
-    if method != "dsn":
-        raise ConfigError(f"{where}: method '{method}' is not available; implemented: ['dsn']")
-    model = build(DSNConfig, values.pop("model", {}) or {}, f"{where}.model")
-    return dataset, build(TrainConfig, {**values, "model": model}, where)
+    dataset: str = "openmoji_zs"
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
-class EpochLogger:
-    """Averages per-step values over an epoch and hands them to DVCLive (one DVCLive step per epoch)."""
+@dataclass
+class MethodSection:
+    """``params.yaml`` ``<method>``: optimisation settings and the method's own config (checked by the method)."""
 
-    def __init__(self, live: Any, steps_per_epoch: int) -> None:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+def method_settings(params: dict[str, Any], name: str, source: str = "params.yaml") -> tuple[Method, TrainConfig]:
+    """The method named ``name`` with its config, and its optimisation settings, from its params section."""
+    method_class = get_method(name)
+    values = build(MethodSection, section(params, name, source=source), f"{source}: {name}")
+    return method_class(build(method_class.config_class, values.model, f"{source}: {name}.model")), values.train
+
+
+class DVCLiveEpochs:
+    """Each epoch's mean loss terms and learning rate to DVCLive (one DVCLive step per epoch)."""
+
+    def __init__(self, live: Any) -> None:
         self.live = live
-        self.steps_per_epoch = steps_per_epoch
-        self.sums: dict[str, float] = defaultdict(float)
-        self.count = 0
 
-    def __call__(self, values: dict[str, Any]) -> None:
-        for key, value in values.items():
-            if key not in ("step", "epoch"):
-                self.sums[key] += float(value)
-        self.count += 1
-        if values["step"] % self.steps_per_epoch == 0:
-            for key, total in self.sums.items():
-                self.live.log_metric(f"train/{key}", total / self.count)
-            self.live.next_step()
-            self.sums.clear()
-            self.count = 0
+    def __call__(self, epoch: int, means: dict[str, float]) -> None:
+        for key, value in means.items():
+            self.live.log_metric(f"train/{key}", value)
+        self.live.next_step()
 
 
-def run_training(dataset: str, config, *, prepared_root: Path = Path("data/prepared"),
-                 checkpoint_dir: Path = CHECKPOINT_ROOT / "dsn", train_dir: Path = TRAIN_ROOT,
-                 state_dir: Path | None = None, progress: bool = True,
-                 stop_after_steps: int | None = None) -> dict[str, Any]:
-    """Load the train split, train (resuming if a state exists), export the model; returns the summary."""
+def train_method(name: str, params: dict[str, Any], *, source: str = "params.yaml", progress: bool = True,
+                 stop_after_steps: int | None = None, on_checkpoint=None) -> dict[str, Any]:
+    """Train (resuming if a state exists), export the model folder; returns the summary."""
     from dvclive import Live
 
-    from models.data import PairSampler, load_paired_images
-    from models.dsn import save_model
+    from models.data import read_split
     from models.engine import setup_distributed, train
 
+    settings = build(TrainSection, section(params, "train", source=source), f"{source}: train")
+    method, config = method_settings(params, name, source)
     ctx = setup_distributed()
-    state_dir = state_dir or STATE_ROOT / dataset
-    manifest = read_manifest(prepared_root / dataset)
-    started = time.perf_counter()
-    data = load_paired_images(manifest, "train", config.model.image_size, progress=progress and ctx.is_main)
-    load_seconds = time.perf_counter() - started
-    steps_per_epoch = PairSampler(data, config.batch_size, config.seed, config.sketches_per_category).steps_per_epoch
-    live = Live(str(train_dir / "dvclive"), dvcyaml=None, save_dvc_exp=False, report=None,
+    state_dir = paths.train_state_dir(name, settings.dataset)
+    log_dir = paths.train_log_dir(name)
+    manifest = read_manifest(paths.prepared_dir(settings.dataset))
+    data = read_split(manifest, "train")
+    live = Live(str(log_dir / "dvclive"), dvcyaml=None, save_dvc_exp=False, report=None,
                 resume=(state_dir / "state.pt").is_file()) if ctx.is_main else None
-    logger = EpochLogger(live, steps_per_epoch) if live else None
+    log.info("training %s on %s: %d sketches, %d photos, %d categories, %d epochs", name, settings.dataset,
+             len(data.sketch_paths), len(data.photo_paths), data.num_classes, config.epochs)
     started = time.perf_counter()
-    net, times = train(config, data, state_dir, log=logger, progress=progress, stop_after_steps=stop_after_steps,
-                       ctx=ctx)
+    net, times = train(method, config, settings.runtime, data, state_dir, log_epoch=DVCLiveEpochs(live) if live else None,
+                       on_checkpoint=on_checkpoint, progress=progress, stop_after_steps=stop_after_steps, ctx=ctx)
     train_seconds = time.perf_counter() - started
-    summary = {"dataset": dataset, "world_size": ctx.world_size, "device": str(ctx.device),
-               "train_sketches": len(data.sketches), "train_photos": len(data.photos),
-               "categories": data.num_classes, "steps": times.steps, "train_seconds": round(train_seconds, 1),
-               "image_load_seconds": round(load_seconds, 1), "data_share_of_step": round(times.data_share, 4),
-               "seconds_per_step": round((times.data + times.compute) / max(times.steps, 1), 4)}
-    summary["completed"] = times.completed
+    summary = {"model": name, "method": name, "dataset": settings.dataset, "world_size": ctx.world_size,
+               "device": str(ctx.device), "train_sketches": len(data.sketch_paths),
+               "train_photos": len(data.photo_paths), "categories": data.num_classes, "steps": times.steps,
+               "train_seconds": round(train_seconds, 1), "data_share_of_step": round(times.data_share, 4),
+               "seconds_per_step": round((times.data + times.compute) / max(times.steps, 1), 4),
+               "completed": times.completed}
     if ctx.is_main and times.completed:
-        save_model(net, checkpoint_dir, {"dataset": dataset, "train_categories": data.categories,
-                                         "train": {k: v for k, v in asdict(config).items() if k != "model"}})
-        train_dir.mkdir(parents=True, exist_ok=True)
-        (train_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        save_method(paths.checkpoint_dir(name), method, net,
+                    {"dataset": settings.dataset, "train_categories": data.categories,
+                     "data_fingerprint": data.fingerprint, "train": asdict(config)})
+        atomic_write_json(log_dir / "summary.json", summary)
         shutil.rmtree(state_dir, ignore_errors=True)
     if live:
         live.end()
     return summary
 
 
+def build_baseline(name: str, params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
+    """A baseline's model folder: nothing to learn, so its params (and random weights, if any) are the model."""
+    values = section(params, name, source=source)
+    model = create_baseline(name, values, f"{source}: {name}")
+    save_baseline(paths.checkpoint_dir(name), name, values, model)
+    summary = {"model": name, "baseline": True, "embedding_dim": model.embedding_dim}
+    atomic_write_json(paths.train_log_dir(name) / "summary.json", summary)
+    return summary
+
+
+class HoldAfterCheckpoint:
+    """Test hook: after the first saved state, write ``marker`` and wait to be killed (no race with a timer)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __call__(self, step: int) -> None:
+        self.marker.write_text(str(step))
+        while True:
+            time.sleep(1)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--stop-after-steps", type=int, default=None, help="end early (tests, smoke runs)")
+    apply_offline_defaults()
+    setup_logging()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a method (e.g. dsn) or a baseline (e.g. baseline_hog)")
+    parser.add_argument("--params", default=str(paths.PARAMS))
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines are still logged)")
+    parser.add_argument("--stop-after-steps", type=int, default=None, help="end early (smoke runs, tests)")
+    parser.add_argument("--hold-after-checkpoint", type=Path, default=None, metavar="MARKER",
+                        help="tests: after the first saved state, write MARKER and wait to be killed")
     args = parser.parse_args(argv)
     try:
-        dataset, config = parse_config(section(load_params(args.params), "train", source=args.params),
-                                       f"{args.params}: train")
-        summary = run_training(dataset, config, progress=not args.no_progress, stop_after_steps=args.stop_after_steps)
-    except (ConfigError, ManifestError, ValueError, TypeError, BackboneError) as error:
+        params = load_params(args.params)
+        if is_baseline(args.model):
+            summary = build_baseline(args.model, params, args.params)
+        else:
+            hold = HoldAfterCheckpoint(args.hold_after_checkpoint) if args.hold_after_checkpoint else None
+            summary = train_method(args.model, params, source=args.params, progress=not args.no_progress,
+                                   stop_after_steps=args.stop_after_steps, on_checkpoint=hold)
+    except (ConfigError, ManifestError, ValueError, TypeError, KeyError, BackboneError, OSError) as error:
         print(f"train failed: {error}", file=sys.stderr)
         return 2
     print(json.dumps(summary))

@@ -19,11 +19,13 @@ from typing import Any
 
 import pandas as pd
 
+from sbir import paths
 from sbir.config import ConfigError, build, load_params, section
+from sbir.env import apply_offline_defaults
 from sbir.integrity import category_splits, file_facts, group_counts, relation_facts
+from sbir.io import atomic_write_text
+from sbir.logs import setup_logging
 from sbir.manifest import COLUMNS, DOMAINS, SPLITS, ManifestError, read_manifest
-
-REPORT_ROOT = Path("data/reports/validation")
 MAX_LISTED = 50  # offending rows listed per failed check
 
 
@@ -142,6 +144,8 @@ def format_failures(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_offline_defaults()
+    setup_logging()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--params", default="params.yaml")
@@ -149,17 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=None, help="default: data/reports/validation/<dataset>.json")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    report_path = args.report or REPORT_ROOT / f"{args.dataset}.json"
+    report_path = args.report or paths.validation_report(args.dataset)
     try:
         params = build(ValidateParams, section(load_params(args.params), "validate", source=args.params),
                        f"{args.params}: validate")
-        report = validate_dataset(args.prepared or Path("data/prepared") / args.dataset, params,
+        report = validate_dataset(args.prepared or paths.prepared_dir(args.dataset), params,
                                   progress=not args.no_progress)
     except (ConfigError, ManifestError) as error:
         print(f"validate failed: {error}", file=sys.stderr)
         return 2
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report, indent=2))
+    atomic_write_text(report_path, json.dumps(report, indent=2))
     if not report["success"]:
         print(format_failures(report), file=sys.stderr)
         print(f"full report: {report_path}", file=sys.stderr)

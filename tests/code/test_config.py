@@ -1,7 +1,10 @@
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 import pytest
+import yaml
 
 from sbir.config import ConfigError, build, load_params, section
 from sbir.env import OFFLINE_DEFAULTS, apply_offline_defaults
@@ -47,3 +50,93 @@ def test_offline_defaults_respect_user_choices(monkeypatch: pytest.MonkeyPatch) 
     assert applied["DO_NOT_TRACK"] == "0"
     assert applied["DVC_NO_ANALYTICS"] == "1" and applied["BENTOML_DO_NOT_TRACK"] == "True"
     assert applied["HF_HUB_OFFLINE"] == "1"
+
+
+@dataclass
+class Inner:
+    rate: float = 0.1
+    names: list[str] | None = None
+
+
+@dataclass
+class Outer:
+    count: int = 1
+    flag: bool = False
+    mode: Literal["a", "b"] = "a"
+    inner: Inner = field(default_factory=Inner)
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+def test_values_are_type_checked_and_name_the_key() -> None:
+    built = build(Outer, {"count": 3, "inner": {"rate": 1, "names": ["x"]}, "weights": {"a": 2}}, "s")
+    assert built == Outer(count=3, inner=Inner(rate=1.0, names=["x"]), weights={"a": 2.0})
+    assert isinstance(built.inner.rate, float)
+    # YAML 1.1 reads 1e-4 (no dot) as a string: converted on purpose for float fields
+    assert build(Outer, yaml.safe_load("inner: {rate: 1e-4}"), "s").inner.rate == 1e-4
+    cases = {"count: '3'": r"s.count: expected int, got '3' \(str\)", "count: true": "s.count: expected int",
+             "flag: 1": "s.flag: expected bool", "mode: c": r"s.mode: expected one of \['a', 'b'\]",
+             "inner: {rate: fast}": "s.inner.rate: expected float", "inner: {names: [1]}": r"s.inner.names",
+             "inner: 3": "s.inner: expected Inner", "weights: {a: x}": "s.weights.a: expected float",
+             "inner: {colour: 1}": r"s.inner: unknown key\(s\) \['colour'\]"}
+    for text, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            build(Outer, yaml.safe_load(text), "s")
+
+
+def test_typed_callables_are_checked_like_dataclasses() -> None:
+    def factory(size: int = 3, name: str | None = None) -> tuple[int, str | None]:
+        return size, name
+
+    assert build(factory, {"size": 5}, "f") == (5, None)
+    with pytest.raises(ConfigError, match="f.size: expected int"):
+        build(factory, {"size": 2.5}, "f")
+
+
+def test_committed_params_are_the_code_defaults() -> None:
+    """One source of defaults: every section of params.yaml equals its dataclass's defaults, key for key."""
+    from models.dsn import DSNConfig
+    from models.engine import RuntimeConfig, TrainConfig
+    from models.registry import baseline_factory
+    from stages.embed import EmbedParams
+    from stages.evaluate import EvaluateParams
+    from stages.train import TrainSection
+
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    assert build(TrainSection, params["train"], "train") == TrainSection()
+    assert set(params["train"]["runtime"]) == {f.name for f in fields(RuntimeConfig)}
+    assert build(TrainConfig, params["dsn"]["train"], "dsn.train") == TrainConfig()
+    assert set(params["dsn"]["train"]) == {f.name for f in fields(TrainConfig)}
+    assert build(DSNConfig, params["dsn"]["model"], "dsn.model") == DSNConfig()
+    assert set(params["dsn"]["model"]) == {f.name for f in fields(DSNConfig)}
+    assert build(EmbedParams, params["embed"], "embed") == EmbedParams()
+    assert build(EvaluateParams, params["evaluate"], "evaluate") == EvaluateParams()
+    assert set(params["evaluate"]) == {f.name for f in fields(EvaluateParams)}
+    for name in ("baseline_random", "baseline_hog"):
+        signature = inspect.signature(baseline_factory(name))
+        defaults = {key: p.default for key, p in signature.parameters.items()}
+        assert params[name] == {key: defaults[key] for key in params[name]}
+        assert set(params[name]) == set(defaults), f"params.yaml {name} lists every argument"
+
+
+def test_stage_paths_match_dvc_yaml() -> None:
+    """Output paths are given once in sbir.paths; dvc.yaml spells the same ones."""
+    from sbir import paths
+
+    pipeline = yaml.safe_load((Path(__file__).resolve().parents[2] / "dvc.yaml").read_text())
+    stages = pipeline["stages"]
+
+    def outs(stage: str, model: str = "m", dataset: str = "d") -> set[str]:
+        listed = stages[stage]["do"]
+        names = set()
+        for key in ("outs", "metrics", "plots"):
+            for entry in listed.get(key, []):
+                names.add(next(iter(entry)) if isinstance(entry, dict) else entry)
+        return {n.replace("${key}", model).replace("${item}", model).replace("${evaluate.dataset}", dataset)
+                for n in names}
+
+    assert outs("train") == {str(paths.checkpoint_dir("m")), str(paths.train_log_dir("m"))}
+    assert outs("embed") == {str(paths.embeddings_dir("d", "m"))}
+    assert {str(Path(p).parent) for p in outs("evaluate")} == {str(paths.eval_dir("d", "m"))}
+    assert outs("prepare") == {str(paths.prepared_dir("m"))}
+    assert outs("validate") == {str(paths.validation_report("m"))}
+    assert set(pipeline["vars"][1]["models"]) == {"dsn", "baseline_random", "baseline_hog"}

@@ -9,10 +9,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from models.interface import RetrievalModel
-from models.registry import create_model
+import torch
+
+from models.data import load_image
+from models.interface import Preprocess, RetrievalModel
+from models.registry import create_baseline
+from sbir.categories import normalize_category
+from sbir.embeddings import read_embeddings
 from sbir.manifest import read_manifest
-from stages.evaluate import EvaluateParams, evaluate_model, normalise_category
+from stages.embed import EmbedParams, embed_dataset
+from stages.evaluate import EvaluateParams, evaluate_embeddings, rerank
 
 
 class Oracle(RetrievalModel):
@@ -22,18 +28,45 @@ class Oracle(RetrievalModel):
         self.lookup = {}
         categories = sorted(manifest.frame["category"].unique())
         for path, category in zip(manifest.frame["path"], manifest.frame["category"]):
-            with Image.open(manifest.resolve(path)) as image:
-                self.lookup[hashlib.sha1(image.tobytes()).hexdigest()] = categories.index(category)
+            pixels = load_image(manifest.resolve(path), self.preprocess("photo"))
+            self.lookup[hashlib.sha1(pixels.numpy().tobytes()).hexdigest()] = categories.index(category)
         self.embedding_dim = len(categories)
         self.name = "oracle"
 
-    def _encode(self, images) -> np.ndarray:
-        out = np.zeros((len(images), self.embedding_dim), dtype=np.float32)
-        for row, image in enumerate(images):
-            out[row, self.lookup[hashlib.sha1(image.tobytes()).hexdigest()]] = 1
+    def preprocess(self, domain: str) -> Preprocess:
+        return Preprocess(image_size=64)
+
+    def encode_batch(self, batch: torch.Tensor, domain: str) -> np.ndarray:
+        out = np.zeros((len(batch), self.embedding_dim), dtype=np.float32)
+        for row, image in enumerate(batch):
+            out[row, self.lookup[hashlib.sha1(image.numpy().tobytes()).hexdigest()]] = 1
         return out
 
-    encode_sketches = encode_photos = _encode
+
+class InstanceOracle(Oracle):
+    """Scores a pair 1 per shared category and 1 more for the sketch's own photo: a perfect pair scorer."""
+
+    def __init__(self, manifest) -> None:
+        super().__init__(manifest)
+        self.instance = {}
+        for path, instance in zip(manifest.frame["path"], manifest.frame["instance_id"]):
+            pixels = load_image(manifest.resolve(path), self.preprocess("photo"))
+            self.instance.setdefault(hashlib.sha1(pixels.numpy().tobytes()).hexdigest(), instance)
+
+    def score_pairs(self, sketches: torch.Tensor, photos: torch.Tensor) -> np.ndarray:
+        def key(image: torch.Tensor) -> tuple[int, str]:
+            digest = hashlib.sha1(image.numpy().tobytes()).hexdigest()
+            return self.lookup[digest], self.instance[digest]
+
+        return np.array([sum(a == b for a, b in zip(key(s), key(p))) for s, p in zip(sketches, photos)],
+                        dtype=np.float32)
+
+
+def _evaluate(model, manifest, params, out, trained=None):
+    stored = out / "embeddings"
+    if not (stored / "meta.json").is_file():
+        embed_dataset(model, manifest, stored, EmbedParams(workers=0), progress=False)
+    return evaluate_embeddings(read_embeddings(stored, manifest), manifest, params, out / "eval", trained, model)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +75,7 @@ def manifest(tiny_openmoji: Path):
 
 
 def test_oracle_scores_perfect_category_metrics_and_outputs_are_written(manifest, tmp_path: Path) -> None:
-    document = evaluate_model(Oracle(manifest), manifest, EvaluateParams(grid_queries=3, grid_top_k=4),
-                              tmp_path, progress=False)
+    document = _evaluate(Oracle(manifest), manifest, EvaluateParams(grid_queries=3, grid_top_k=4), tmp_path)
     zero_shot = document["zero_shot"]
     unseen = manifest.select(split="test_unseen")
     assert zero_shot["n_queries"] == (unseen["domain"] == "sketch").sum()
@@ -56,24 +88,40 @@ def test_oracle_scores_perfect_category_metrics_and_outputs_are_written(manifest
     first = set(photos.groupby("category")["instance_id"].first())
     sketches = unseen[unseen["domain"] == "sketch"]
     assert zero_shot["fg/acc@1/category"] == pytest.approx(sketches["instance_id"].isin(first).mean())
-    assert "generalised" in document
-    written = {p.name for p in tmp_path.iterdir()}
+    assert "generalised" in document and "reranked" not in document
+    out = tmp_path / "eval"
+    written = {p.name for p in out.iterdir()}
     assert written == {"metrics.json", "pr.csv", "pk.csv", "per_category.csv", "grid.png"}
-    assert json.loads((tmp_path / "metrics.json").read_text())["zero_shot"] == zero_shot
-    pr = pd.read_csv(tmp_path / "pr.csv")
+    assert json.loads((out / "metrics.json").read_text())["zero_shot"] == zero_shot
+    pr = pd.read_csv(out / "pr.csv")
     assert np.allclose(pr["precision"], 1.0)
-    table = pd.read_csv(tmp_path / "per_category.csv")
+    table = pd.read_csv(out / "per_category.csv")
     assert set(table["category"]) == set(unseen["category"])
-    with Image.open(tmp_path / "grid.png") as grid:
+    stored = read_embeddings(tmp_path / "embeddings", manifest)
+    assert set(stored.rows["split"]) == {"test_unseen", "test_seen"}
+    assert (stored.rows["path"] == manifest.frame["path"].iloc[stored.rows["row"]].to_numpy()).all()
+    with Image.open(out / "grid.png") as grid:
         assert grid.width == 5 * (96 + 4)  # query + top 4
 
 
 def test_hog_beats_random_on_openmoji(manifest, tmp_path: Path) -> None:
     params = EvaluateParams(generalised=False, grid_queries=2)
-    hog = evaluate_model(create_model("baseline_hog"), manifest, params, tmp_path / "h", progress=False)
-    rnd = evaluate_model(create_model("baseline_random"), manifest, params, tmp_path / "r", progress=False)
+    hog = _evaluate(create_baseline("baseline_hog"), manifest, params, tmp_path / "h")
+    rnd = _evaluate(create_baseline("baseline_random"), manifest, params, tmp_path / "r")
     assert hog["zero_shot"]["map_all/sklearn/query"] > rnd["zero_shot"]["map_all/sklearn/query"]
     assert hog["zero_shot"]["fg/acc@1/gallery"] > rnd["zero_shot"]["fg/acc@1/gallery"]
+
+
+def test_pair_scorer_re_ranks_the_top_k(manifest, tmp_path: Path) -> None:
+    model = InstanceOracle(manifest)
+    plain = _evaluate(model, manifest, EvaluateParams(generalised=False, grid_queries=2), tmp_path)
+    assert "score_pairs" in model.capabilities and "reranked" not in plain
+    params = EvaluateParams(generalised=False, grid_queries=2, rerank_top_k=10)
+    document = _evaluate(model, manifest, params, tmp_path)
+    # the embedding ranks every photo of the category alike; the pair scorer lifts the sketch's own photo first
+    assert plain["zero_shot"]["fg/acc@1/gallery"] < 1.0
+    assert document["reranked"]["fg/acc@1/gallery"] == pytest.approx(1.0)
+    assert document["reranked"]["map_all/sklearn/query"] == pytest.approx(plain["zero_shot"]["map_all/sklearn/query"])
 
 
 def test_cli_rejects_bad_params_with_exit_code_2(manifest, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -82,25 +130,26 @@ def test_cli_rejects_bad_params_with_exit_code_2(manifest, tmp_path: Path, monke
     (tmp_path / "data/prepared").mkdir(parents=True)
     (tmp_path / "data/prepared/openmoji_zs").symlink_to(manifest.image_root)
     monkeypatch.chdir(tmp_path)
-    cases = {"protocols: [nonsense]": "unknown protocol", "ties: maybe": "ties must be",
-             "baselines: {baseline_hog: {colour: 1}}": "colour"}
+    cases = {"protocols: [nonsense]": "unknown protocol", "ties: maybe": "ties: expected one of",
+             "rerank_top_k: many": "rerank_top_k: expected int", "grid: 3": "unknown key(s) ['grid']"}
     for line, message in cases.items():
-        (tmp_path / "params.yaml").write_text(f"evaluate:\n  {line}\n  baselines: {{baseline_hog: {{}}}}\n"
-                                              if "baselines" not in line else f"evaluate:\n  {line}\n")
+        (tmp_path / "params.yaml").write_text(f"evaluate:\n  {line}\n")
         assert main(["--model", "baseline_hog", "--no-progress"]) == 2
         assert message in capsys.readouterr().err
+    (tmp_path / "params.yaml").write_text("evaluate: {}\n")
+    assert main(["--model", "baseline_hog", "--no-progress"]) == 2
+    assert "not a model folder" in capsys.readouterr().err
 
 
 def test_cross_dataset_excludes_and_reports_trained_categories(manifest, tmp_path: Path) -> None:
     unseen = sorted(manifest.select(split="test_unseen")["category"].unique())
     trained = {"dataset": "other", "train_categories": [unseen[0].upper().replace("-", " "), "zebra"]}
-    document = evaluate_model(create_model("baseline_hog"), manifest, EvaluateParams(generalised=False), tmp_path,
-                              trained, progress=False)
+    hog = create_baseline("baseline_hog")
+    document = _evaluate(hog, manifest, EvaluateParams(generalised=False), tmp_path, trained)
     assert document["cross_dataset"] == {"trained_on": "other",
-                                         "trained_categories_in_test": [normalise_category(unseen[0])],
-                                         "excluded": [normalise_category(unseen[0])]}
+                                         "trained_categories_in_test": [normalize_category(unseen[0])],
+                                         "excluded": [normalize_category(unseen[0])]}
     assert document["zero_shot"]["n_classes"] == len(unseen) - 1
-    kept = evaluate_model(create_model("baseline_hog"), manifest,
-                          EvaluateParams(generalised=False, exclude_trained_categories=False), tmp_path / "k",
-                          trained, progress=False)
+    kept = _evaluate(hog, manifest, EvaluateParams(generalised=False, exclude_trained_categories=False), tmp_path,
+                     trained)
     assert kept["zero_shot"]["n_classes"] == len(unseen)

@@ -1,4 +1,4 @@
-"""Training as users run it: a real SIGKILL mid-epoch then resume, and torchrun with 2 gloo processes."""
+"""Training as users run it: a real SIGKILL after a saved state, then resume; torchrun with 2 gloo processes."""
 
 from __future__ import annotations
 
@@ -16,16 +16,18 @@ from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
-TRAIN = {"dataset": "openmoji_zs", "method": "dsn", "epochs": 2, "batch_size": 8, "lr": 0.002, "seed": 0,
-         "num_threads": 1, "checkpoint_every": 3, "amp": True,
-         "model": {"image_size": 32, "embedding_dim": 32, "projection_dim": 16, "memory_size": 4}}
+PARAMS = {"train": {"dataset": "openmoji_zs", "runtime": {"num_threads": 1, "checkpoint_every": 3, "workers": 1,
+                                                       "cache": "none"}},
+          "dsn": {"train": {"epochs": 2, "batch_size": 8, "lr": 0.002},
+                  "model": {"image_size": 32, "embedding_dim": 32, "projection_dim": 16, "memory_size": 4}}}
 
 
 def _workspace(root: Path, prepared: Path, **overrides) -> Path:
     root.mkdir(parents=True)
     (root / "data/prepared").mkdir(parents=True)
     (root / "data/prepared/openmoji_zs").symlink_to(prepared)
-    (root / "params.yaml").write_text(yaml.safe_dump({"train": {**TRAIN, **overrides}}))
+    params = {**PARAMS, "dsn": {**PARAMS["dsn"], "train": {**PARAMS["dsn"]["train"], **overrides}}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
 
@@ -34,7 +36,8 @@ def _env() -> dict[str, str]:
 
 
 def _train(cwd: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.train", "--no-progress", *extra], cwd=cwd, env=_env(),
+    return subprocess.run([sys.executable, "-m", "stages.train", "--model", "dsn", "--no-progress", *extra], cwd=cwd,
+                          env=_env(),
                           capture_output=True, text=True, timeout=600)
 
 
@@ -44,21 +47,30 @@ def _weights(cwd: Path) -> dict[str, torch.Tensor]:
 
 def test_killed_run_resumes_to_the_same_weights(tiny_openmoji: Path, tmp_path: Path) -> None:
     reference = _workspace(tmp_path / "reference", tiny_openmoji)
-    assert _train(reference).returncode == 0
+    first = _train(reference)
+    assert first.returncode == 0, first.stderr
+    assert "epoch 2/2" in first.stderr and "ETA" in first.stderr  # a log line per epoch
     victim = _workspace(tmp_path / "victim", tiny_openmoji)
-    state = victim / "artifacts/train_state/openmoji_zs/state.pt"
-    process = subprocess.Popen([sys.executable, "-m", "stages.train", "--no-progress"], cwd=victim, env=_env(),
+    state = victim / "artifacts/train_state/dsn/openmoji_zs/state.pt"
+    marker = tmp_path / "held"
+    # the run holds after its first saved state (a hook, not a timer), and is killed there
+    process = subprocess.Popen([sys.executable, "-m", "stages.train", "--model", "dsn", "--no-progress",
+                                "--hold-after-checkpoint", str(marker)], cwd=victim, env=_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not state.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be interrupted"
-    process.send_signal(signal.SIGKILL)  # no clean-up: only the atomically written state survives
-    process.wait()
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists() and process.poll() is None, "the run never reached its first saved state"
+    finally:
+        process.send_signal(signal.SIGKILL)  # no clean-up: only the atomically written state survives
+        process.wait()
     saved_step = torch.load(state, weights_only=False)["global_step"]
-    assert 0 < saved_step and not (victim / "artifacts/checkpoints/dsn").exists()
+    assert saved_step == int(marker.read_text()) == 3
+    assert not (victim / "artifacts/checkpoints/dsn").exists()
     resumed = _train(victim)
     assert resumed.returncode == 0, resumed.stderr
+    assert "resuming dsn at step 3" in resumed.stderr
     assert not state.exists()  # removed once training completed
     expected, got = _weights(reference), _weights(victim)
     assert expected.keys() == got.keys()
@@ -69,9 +81,10 @@ def test_torchrun_two_gloo_processes(tiny_openmoji: Path, tmp_path: Path) -> Non
     workspace = _workspace(tmp_path / "ddp", tiny_openmoji, epochs=1)
     torchrun = Path(sys.executable).parent / "torchrun"
     result = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "stages.train",
-                             "--no-progress"], cwd=workspace, env=_env(), capture_output=True, text=True, timeout=600)
+                             "--model", "dsn", "--no-progress"], cwd=workspace, env=_env(), capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = yaml.safe_load((workspace / "artifacts/train/summary.json").read_text())
+    summary = yaml.safe_load((workspace / "artifacts/train/dsn/summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] > 0
     weights = _weights(workspace)
     assert all(torch.isfinite(v.float()).all() for v in weights.values())

@@ -1,0 +1,97 @@
+"""Stage ``embed@<model>``: one model's embeddings of a prepared dataset's test rows, with their manifest row ids.
+
+Loads the model folder ``artifacts/checkpoints/<model>/`` (any method or baseline) and embeds every sketch and
+photo of ``test_unseen`` and ``test_seen`` through the model interface (images decoded in DataLoader workers).
+Params: ``embed`` (runtime only: batch size and workers do not change the vectors); the dataset comes from the
+command line (``dvc.yaml`` passes ``evaluate.dataset``). Output: ``artifacts/embeddings/<dataset>/<model>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.backbones import BackboneError
+from models.checkpoint import CheckpointError, load_model
+from models.embed import embed_paths
+from models.interface import RetrievalModel
+from sbir import paths
+from sbir.config import ConfigError, build, load_params, section
+from sbir.embeddings import manifest_rows, write_embeddings
+from sbir.env import apply_offline_defaults
+from sbir.logs import setup_logging
+from sbir.manifest import Manifest, ManifestError, manifest_fingerprint, read_manifest
+
+EMBEDDED_SPLITS = ("test_unseen", "test_seen")
+log = logging.getLogger("stages.embed")
+
+
+@dataclass
+class EmbedParams:
+    """``params.yaml`` section ``embed``."""
+
+    batch_size: int = 64
+    workers: int = 2
+    prefetch: int = 2
+
+
+def embed_dataset(model: RetrievalModel, manifest: Manifest, out_dir: Path, params: EmbedParams,
+                  progress: bool = True) -> dict[str, Any]:
+    """Embed the test rows of ``manifest``, domain by domain, and write them with their row ids."""
+    rows = manifest_rows(manifest, EMBEDDED_SPLITS)
+    vectors = np.zeros((len(rows), model.embedding_dim), dtype=np.float32)
+    started = time.perf_counter()
+    for domain in ("sketch", "photo"):
+        mask = (rows["domain"] == domain).to_numpy()
+        files = [manifest.resolve(p) for p in rows.loc[mask, "path"]]
+        vectors[mask] = embed_paths(model, files, domain, params.batch_size, params.workers, params.prefetch,
+                                    progress)
+    seconds = time.perf_counter() - started
+    meta = {"dataset": manifest.dataset, "model": model.describe(), "splits": list(EMBEDDED_SPLITS),
+            "manifest_fingerprint": manifest_fingerprint(manifest)}
+    write_embeddings(out_dir, vectors, rows, meta)
+    log.info("embedded %d images with %s in %.1f s -> %s", len(rows), model.name, seconds, out_dir)
+    return {**meta, "count": len(rows), "seconds": round(seconds, 1)}
+
+
+def model_folder(reference: str) -> Path:
+    """A model name (its folder under artifacts/checkpoints) or a folder path."""
+    path = Path(reference)
+    return path if (path / "config.json").is_file() else paths.checkpoint_dir(reference)
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_offline_defaults()
+    setup_logging()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a model name (artifacts/checkpoints/<name>) or a folder")
+    parser.add_argument("--dataset", required=True, help="a prepared dataset (data/prepared/<dataset>)")
+    parser.add_argument("--params", default=str(paths.PARAMS))
+    parser.add_argument("--out", type=Path, default=None, help="default: artifacts/embeddings/<dataset>/<model>")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        params = build(EmbedParams, section(load_params(args.params), "embed", source=args.params),
+                       f"{args.params}: embed")
+        folder = model_folder(args.model)
+        model = load_model(folder)
+        manifest = read_manifest(paths.prepared_dir(args.dataset))
+        summary = embed_dataset(model, manifest, args.out or paths.embeddings_dir(args.dataset, folder.name), params,
+                                progress=not args.no_progress)
+    except (ConfigError, CheckpointError, ManifestError, BackboneError, OSError, ValueError, KeyError) as error:
+        print(f"embed failed: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("dataset", "count", "seconds")} | {"model": folder.name}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

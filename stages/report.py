@@ -1,0 +1,59 @@
+"""The summary table at the end of ``make run``: every evaluated model's headline numbers on one dataset.
+
+Not a DVC stage (it writes nothing): it reads ``artifacts/eval/<dataset>/*/metrics.json`` and, where present,
+``artifacts/train/<model>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from sbir import paths
+
+COLUMNS = {"mAP@all": "map_all/sklearn/query", "mAP@all VOC/class": "map_all/voc/class",
+           "P@100": "p_100/k/query", "FG Acc@1": "fg/acc@1/gallery", "FG Acc@5": "fg/acc@5/gallery"}
+
+
+def summary_rows(dataset: str) -> list[dict[str, str]]:
+    rows = []
+    for metrics_file in sorted(paths.EVAL_ROOT.joinpath(dataset).glob("*/metrics.json")):
+        model = metrics_file.parent.name
+        document = json.loads(metrics_file.read_text())
+        zero_shot, general = document.get("zero_shot", {}), document.get("generalised", {})
+        row = {"model": model}
+        row.update({name: f"{zero_shot[key]:.3f}" if key in zero_shot else "–" for name, key in COLUMNS.items()})
+        row["generalised mAP@all"] = f"{general['map_all/sklearn/query']:.3f}" if general else "–"
+        trained = paths.train_log_dir(model) / "summary.json"
+        seconds = json.loads(trained.read_text()).get("train_seconds") if trained.is_file() else None
+        row["training"] = f"{seconds:.0f} s" if seconds is not None else "–"
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", default="openmoji_zs")
+    args = parser.parse_args(argv)
+    rows = summary_rows(args.dataset)
+    if not rows:
+        print(f"no evaluation results under {paths.EVAL_ROOT / args.dataset}; run `make run` first", file=sys.stderr)
+        return 1
+    table = Table(title=f"Zero-shot retrieval on {args.dataset} (unseen categories)")
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(*row.values())
+    Console(width=max(120, Console().width)).print(table)
+    print(f"Details: {paths.EVAL_ROOT / args.dataset}/<model>/ (metrics.json, pr.csv, grid.png); "
+          "compare with `dvc metrics show` and `dvc plots show`.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
