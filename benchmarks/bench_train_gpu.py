@@ -11,6 +11,9 @@ OpenMoji-ZS and the ``params.yaml`` defaults. In one process it trains and evalu
 
 Prints one JSON line per run and writes ``train_gpu.json`` and ``train_gpu.md`` to ``--results``
 (default ``benchmarks/results``), rewritten after every run so that a cut-off run still leaves its part.
+
+Every run trains from images held in memory (``train.runtime.cache: memory``); the decoding into memory
+(``StepTimes.load``) is left out of ``train_seconds``, which is the training alone.
 """
 
 from __future__ import annotations
@@ -27,15 +30,21 @@ from typing import Any
 
 import torch
 
-from models.data import PairedImages, load_paired_images
-from models.dsn import as_retrieval_model
-from models.engine import TrainConfig, setup_distributed, train
-from sbir.config import load_params, section
-from sbir.manifest import read_manifest
-from stages.evaluate import EvaluateParams, evaluate_model
-from stages.train import parse_config
+from models.data import TrainSplit, read_split
+from models.engine import RuntimeConfig, TrainConfig, setup_distributed, train
+from models.method import Method
+from sbir import paths
+from sbir.config import build, load_params, section
+from sbir.embeddings import read_embeddings
+from sbir.env import apply_offline_defaults
+from sbir.logs import setup_logging
+from sbir.manifest import Manifest, read_manifest
+from stages.embed import EmbedParams, embed_dataset
+from stages.evaluate import EvaluateParams, evaluate_embeddings
+from stages.train import TrainSection, method_settings
 
 RESULTS = Path(__file__).parent / "results"
+METHOD = "dsn"
 
 # name -> (train overrides, model overrides); every run starts from the params.yaml default
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -53,45 +62,49 @@ KEYS = {"mAP@all": "map_all/sklearn/query", "mAP@all VOC/class": "map_all/voc/cl
         "FG Acc@1": "fg/acc@1/gallery", "FG Acc@5": "fg/acc@5/gallery"}
 
 
-def configure(base: TrainConfig, train_overrides: dict[str, Any], model_overrides: dict[str, Any],
-              threads: int) -> TrainConfig:
-    model = dataclasses.replace(base.model, **model_overrides)
-    return dataclasses.replace(base, **{"num_threads": threads, **train_overrides, "model": model})
+def configure(method: Method, base: TrainConfig, train_overrides: dict[str, Any],
+              model_overrides: dict[str, Any]) -> tuple[Method, TrainConfig]:
+    """The method with its model settings changed, and the optimisation settings changed."""
+    return (type(method)(dataclasses.replace(method.config, **model_overrides)),
+            dataclasses.replace(base, **train_overrides))
 
 
-def run_variant(name: str, config: TrainConfig, data: PairedImages, manifest, stop_after_steps: int | None,
-                out_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def run_variant(name: str, method: Method, config: TrainConfig, runtime: RuntimeConfig, data: TrainSplit,
+                manifest: Manifest, stop_after_steps: int | None, out_dir: Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Train from scratch, evaluate zero-shot; returns the row and the trained weights (on the CPU)."""
     ctx = setup_distributed()
     with tempfile.TemporaryDirectory() as state:
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        net, times = train(config, data, Path(state), progress=False, stop_after_steps=stop_after_steps, ctx=ctx)
-        seconds = time.perf_counter() - started
+        net, times = train(method, config, runtime, data, Path(state), progress=False,
+                           stop_after_steps=stop_after_steps, ctx=ctx)
+        seconds = time.perf_counter() - started - times.load
     weights = {key: value.detach().float().cpu() for key, value in net.state_dict().items()}
-    params = EvaluateParams(workers=4)
-    document = evaluate_model(as_retrieval_model(net, ctx.device), manifest, params, out_dir / name.replace("/", "_"),
-                              trained={"dataset": manifest.dataset, "train_categories": data.categories},
-                              progress=False)
+    folder = out_dir / name.replace("/", "_")
+    model = method.export(net, ctx.device)
+    embed_dataset(model, manifest, folder / "embeddings", EmbedParams(workers=4), progress=False)
+    document = evaluate_embeddings(read_embeddings(folder / "embeddings", manifest), manifest, EvaluateParams(),
+                                   folder / "eval", {"dataset": manifest.dataset, "train_categories": data.categories},
+                                   model)
     zero_shot = document["zero_shot"]
+    model_config = method.config
     row = {"run": name, "device": str(ctx.device), "amp": config.amp and ctx.device.type == "cuda",
            "epochs": config.epochs, "steps": times.steps, "train_seconds": round(seconds, 1),
            "seconds_per_step": round((times.data + times.compute) / max(times.steps, 1), 5),
            "data_share_of_step": round(times.data_share, 4),
-           "backbone": config.model.backbone, "image_size": config.model.image_size,
-           "feature_level": config.model.feature_level, "pool": config.model.pool,
+           "backbone": model_config.backbone, "image_size": model_config.image_size,
+           "feature_level": model_config.feature_level, "pool": model_config.pool,
            **{label: round(float(zero_shot[key]), 4) for label, key in KEYS.items()}}
     return row, weights
 
 
-def warm_up(base: TrainConfig, threads: int, cache: dict[int, PairedImages], manifest) -> None:
+def warm_up(method: Method, base: TrainConfig, runtime: RuntimeConfig, data: TrainSplit) -> None:
     """A few steps in each precision first, so that no timed run pays for kernel selection and start-up."""
-    size = base.model.image_size
-    cache[size] = load_paired_images(manifest, "train", size, workers=threads, progress=False)
     for amp in (False, True):
         with tempfile.TemporaryDirectory() as state:
-            train(configure(base, {"amp": amp}, {}, threads), cache[size], Path(state), progress=False,
+            train(*configure(method, base, {"amp": amp}, {}), runtime, data, Path(state), progress=False,
                   stop_after_steps=20, ctx=setup_distributed())
 
 
@@ -110,29 +123,33 @@ def write(rows: list[dict[str, Any]], facts: dict[str, Any], results: Path) -> N
 
 
 def main() -> None:
+    apply_offline_defaults()
+    setup_logging()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--stop-after-steps", type=int, default=None, help="smoke run: cut every run short")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
-    dataset, base = parse_config(section(load_params(), "train"), "train")
-    manifest = read_manifest(Path("data/prepared") / dataset)
+    params = load_params()
+    settings = build(TrainSection, section(params, "train"), "params.yaml: train")
+    method, base = method_settings(params, METHOD)
+    # images in memory; --threads decoding processes
+    runtime = dataclasses.replace(settings.runtime, num_threads=args.threads, workers=args.threads, cache="memory")
+    manifest = read_manifest(paths.prepared_dir(settings.dataset))
+    data = read_split(manifest, "train")
     device = setup_distributed().device
     facts: dict[str, Any] = {
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "threads": args.threads, "findings": {}}
-    cache: dict[int, PairedImages] = {}
     rows: list[dict[str, Any]] = []
     trained: dict[str, dict[str, torch.Tensor]] = {}
     with tempfile.TemporaryDirectory() as evals:
-        warm_up(base, args.threads, cache, manifest)
+        warm_up(method, base, runtime, data)
         for name in args.runs:
-            config = configure(base, *VARIANTS[name], threads=args.threads)
-            size = config.model.image_size
-            if size not in cache:
-                cache[size] = load_paired_images(manifest, "train", size, workers=args.threads, progress=False)
-            row, weights = run_variant(name, config, cache[size], manifest, args.stop_after_steps, Path(evals))
+            variant, config = configure(method, base, *VARIANTS[name])
+            row, weights = run_variant(name, variant, config, runtime, data, manifest, args.stop_after_steps,
+                                       Path(evals))
             rows.append(row)
             trained[name] = weights
             print(json.dumps(row), flush=True)
