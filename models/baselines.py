@@ -2,21 +2,26 @@
 
 - ``baseline_random``: a randomly initialised CNN (timm), one encoder for both domains. The floor any
   learned model must clear; it is not chance level, since random conv features still see shape.
+- ``baseline_imagenet``: frozen ImageNet features (EfficientNet-Lite0 from its package by default), one encoder
+  for both domains, cut after a stage and pooled; photos optionally as their edge map. What pretraining alone
+  gives, before any sketch is seen.
 - ``baseline_hog``: a classical matcher. Photos become edge maps (Canny), sketches ink maps; both are
   described by HOG (unsigned orientations, so stroke polarity does not matter) and compared by cosine.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 from skimage.feature import canny, hog
 from skimage.filters import gaussian
+from torch import nn
 
 from models.backbones import create_backbone
+from models.imaging import EdgeMap
 from models.interface import Preprocess, RetrievalModel, TorchRetrievalModel, check_domain
 from models.registry import register_baseline
 from sbir.ranking import l2_normalize
@@ -28,6 +33,46 @@ def random_encoder(backbone: str = "timm:resnet18", image_size: int = 64, seed: 
     torch.manual_seed(seed)
     built = create_backbone(backbone, pretrained=None, image_size=image_size)
     return TorchRetrievalModel(built.module, built.module, built.preprocess, built.feature_dim, name="baseline_random")
+
+
+class FrozenFeatures(nn.Module):
+    """[0, 1] images → (optional edge map) → standardise → backbone (cut at a stage) → pooled, flattened."""
+
+    def __init__(self, backbone: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], pool: str,
+                 edges: bool) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.edges = EdgeMap() if edges else None
+        self.pool = {"avg": nn.AdaptiveAvgPool2d(1), "max": nn.AdaptiveMaxPool2d(1), "flatten": nn.Identity()}[pool]
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.edges is not None:
+            images = self.edges(images)
+        features = self.backbone((images - self.mean) / self.std)
+        return self.pool(features).flatten(1)
+
+
+@register_baseline("baseline_imagenet")
+def imagenet_encoder(backbone: str = "timm:efficientnet_lite0", pretrained: str | None = "package:efficientnet_lite0",
+                     image_size: int = 64, feature_level: int | None = 2,
+                     pool: Literal["avg", "max", "flatten"] = "flatten", photo_edges: bool = False,
+                     sketch_ink: bool = False) -> RetrievalModel:
+    """Frozen ImageNet features of one backbone for both domains (photos as edge maps if asked). Defaults: the
+    best of the layer/pooling/resolution sweep in benchmarks/results/pretrained_ablation.md (EfficientNet-Lite0
+    cut after stage 2, its 8×8 map kept spatial, at 64 px, colour photos)."""
+    extra: dict[str, Any] = {"features_only": True, "out_indices": (feature_level,)} if feature_level is not None \
+        else {"global_pool": ""}
+    built = create_backbone(backbone, pretrained=pretrained, image_size=image_size, **extra)
+    mean, std = built.preprocess.mean, built.preprocess.std
+    sketch = FrozenFeatures(built.module, mean, std, pool, edges=False).eval()
+    photo = FrozenFeatures(built.module, mean, std, pool, edges=photo_edges).eval()
+    with torch.no_grad():
+        dim = int(sketch(torch.zeros(1, 3, image_size, image_size)).shape[1])
+    plain = Preprocess(image_size=image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    preprocess = {"sketch": Preprocess(image_size, plain.mean, plain.std, ink=sketch_ink), "photo": plain}
+    return TorchRetrievalModel(sketch, photo, preprocess, dim, name="baseline_imagenet")
 
 
 @register_baseline("baseline_hog")

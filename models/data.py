@@ -252,3 +252,26 @@ def augment(batch: torch.Tensor, generator: torch.Generator, *, max_rotation: fl
         to_gray = (torch.rand(n, generator=generator) < 0.2).to(device)
         images[to_gray] = images[to_gray].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
     return images.clamp_(0, 1)
+
+
+def style_jitter(sketches: torch.Tensor, generator: torch.Generator, probability: float) -> torch.Tensor:
+    """Sketch styles of the wild, batched: each float sketch in [0, 1] (dark ink on white) is, with
+    ``probability``, drawn thicker (marker), fainter (pencil, scan), or as a small bitmap blown up — one of
+    them, chosen by ``generator`` (CPU draws, so the result does not depend on the batch's device)."""
+    n, _, size, _ = sketches.shape
+    chosen = torch.rand(n, generator=generator) < probability
+    kind = torch.randint(3, (n,), generator=generator)
+    fade = torch.empty(n).uniform_(0.25, 0.7, generator=generator)
+    shrink = torch.empty(n).uniform_(0.25, 0.6, generator=generator)
+    out = sketches.clone()
+    for row in torch.nonzero(chosen).flatten().tolist():
+        image = sketches[row:row + 1]
+        if kind[row] == 0:  # marker: ink spreads by a pixel
+            out[row] = -F.max_pool2d(-image, 3, stride=1, padding=1)[0]
+        elif kind[row] == 1:  # faint pencil or scan: ink lightened towards the paper
+            out[row] = (1 - (1 - image) * float(fade[row]))[0]
+        else:  # tiny bitmap: down to a fraction of the size, back up blocky
+            small = max(8, int(size * float(shrink[row])))
+            down = F.interpolate(image, size=(small, small), mode="area")
+            out[row] = F.interpolate(down, size=(size, size), mode="nearest")[0]
+    return out

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.backbones import create_backbone
+from models.data import style_jitter
+from models.imaging import EdgeMap
 from models.interface import Preprocess
 from models.losses import SketchMemoryBank, cross_modal_infonce, supervised_contrastive
 from models.method import Batch, Method, register_method
@@ -38,17 +40,20 @@ METHOD = "dsn"
 class DSNConfig:
     """Architecture and loss settings (``params.yaml`` ``dsn.model``); defaults = the committed params.yaml."""
 
-    backbone: str = "timm:resnet18"
-    pretrained: str | None = None  # a timm/open_clip tag, or a local checkpoint path
+    backbone: str = "timm:efficientnet_lite0"
+    pretrained: str | None = "package:efficientnet_lite0"  # a package's weights, a timm/open_clip tag, a local file
     image_size: int = 64
     feature_level: int | None = 2  # timm backbones: cut after this stage (timm out_indices); None: whole net
     pool: Literal["avg", "flatten"] = "flatten"  # flatten: keep the spatial layout of the last feature map
     photo_edges: bool = True  # photos enter as their edge map (fixed Sobel layer): line art like sketches
+    sketch_ink: bool = True  # sketches enter ink-normalised (sbir.ink): contrast, centring, one stroke width
+    style_augment: float = 0.3  # training: share of sketches redrawn thicker, fainter or as tiny bitmaps
     embedding_dim: int = 256
     projection_dim: int = 128
     shared_heads: bool = False
     memory_size: int = 10
     temperature: float = 0.07
+    backbone_lr_factor: float = 1.0  # the backbone's learning rate relative to the heads' (e.g. 0.1 when pretrained)
     loss_weights: dict[str, float] = field(default_factory=lambda: {
         "classification": 1.0, "contrastive": 0.1, "memory": 1.0, "instance": 2.0})
 
@@ -89,17 +94,13 @@ class DSNNet(nn.Module):
         # a cosine classifier: logits of unit embeddings need a scale (1/temperature) to become confident
         self.classifier = nn.Linear(config.embedding_dim, num_classes, bias=False)
         self.memory = SketchMemoryBank(num_classes, config.memory_size, config.embedding_dim)
-        sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-        self.register_buffer("sobel", torch.stack([sobel, sobel.T])[:, None], persistent=False)
+        self.edges = EdgeMap()
         self.register_buffer("mean", torch.tensor(backbone.preprocess.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(backbone.preprocess.std).view(1, 3, 1, 1))
 
     def edge_map(self, images: torch.Tensor) -> torch.Tensor:
         """Dark lines on white where the grey level changes (Sobel magnitude), as 3 channels in [0, 1]."""
-        gray = F.pad(images.mean(dim=1, keepdim=True), (1, 1, 1, 1), mode="replicate")  # no edge at the border
-        gradients = F.conv2d(gray, self.sobel.to(images.dtype))
-        magnitude = gradients.pow(2).sum(dim=1, keepdim=True).add(1e-12).sqrt()
-        return (1 - magnitude.clamp(max=1.0)).expand(-1, 3, -1, -1)
+        return self.edges(images)
 
     def _input(self, images: torch.Tensor, domain: str) -> torch.Tensor:
         if domain == "photo" and self.config.photo_edges:
@@ -171,11 +172,18 @@ class DSN(Method):
     def preprocess(self) -> dict[str, Preprocess]:
         # inputs scaled to [0, 1]; the network standardises (and edge-maps photos) itself
         plain = Preprocess(image_size=self.config.image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-        return {"sketch": plain, "photo": plain}
+        return {"sketch": replace(plain, ink=self.config.sketch_ink), "photo": plain}
 
     @property
     def embedding_dim(self) -> int:
         return self.config.embedding_dim
+
+    def augment(self, sketches: torch.Tensor, photos: torch.Tensor,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        sketches, photos = super().augment(sketches, photos, generator)
+        if self.config.style_augment > 0:
+            sketches = style_jitter(sketches, generator, self.config.style_augment)
+        return sketches, photos
 
     def forward(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         return model(batch.sketches, batch.photos)
@@ -186,6 +194,15 @@ class DSN(Method):
     def after_step(self, net: nn.Module, outputs: dict[str, torch.Tensor], batch: Batch,
                    gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
         net.memory.update(gather(outputs["sketch"].detach().float()), gather(batch.sketch_labels))
+
+    def param_groups(self, net: nn.Module, lr: float) -> list[dict[str, Any]]:
+        """One group at ``lr``, or the backbone at ``lr · backbone_lr_factor`` and the rest at ``lr``."""
+        if self.config.backbone_lr_factor == 1.0:
+            return super().param_groups(net, lr)
+        backbone = {id(p) for p in net.backbone.parameters()}
+        return [{"params": [p for p in net.backbone.parameters() if p.requires_grad],
+                 "lr": lr * self.config.backbone_lr_factor},
+                {"params": [p for p in net.parameters() if id(p) not in backbone and p.requires_grad], "lr": lr}]
 
     def encoders(self, net: nn.Module) -> tuple[nn.Module, nn.Module]:
         return _DomainEncoder(net, "sketch"), _DomainEncoder(net, "photo")

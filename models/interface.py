@@ -25,6 +25,7 @@ from PIL import Image
 
 from sbir.explanations import MatchExplanation
 from sbir.images import square_rgb
+from sbir.ink import normalize_ink
 
 DOMAINS = ("sketch", "photo")
 
@@ -37,15 +38,18 @@ def check_domain(domain: str) -> str:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How an encoder wants its images: square size (aspect kept, padded white), channel statistics."""
+    """How an encoder wants its images: square size (aspect kept, padded white), channel statistics, and for
+    sketches optionally ink normalisation (``sbir.ink``: contrast, centring, one stroke width)."""
 
     image_size: int = 64
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    ink: bool = False
 
     def load(self, image: Image.Image) -> torch.Tensor:
         """PIL image (any mode) → (3, size, size) uint8 tensor; transparency becomes white. Runs in loader workers."""
-        array = np.asarray(square_rgb(image, self.image_size), dtype=np.uint8)
+        picture = normalize_ink(image, self.image_size) if self.ink else square_rgb(image, self.image_size)
+        array = np.asarray(picture, dtype=np.uint8)
         return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
@@ -67,7 +71,8 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Preprocess:
-        return cls(image_size=int(values["image_size"]), mean=tuple(values["mean"]), std=tuple(values["std"]))
+        return cls(image_size=int(values["image_size"]), mean=tuple(values["mean"]), std=tuple(values["std"]),
+                   ink=bool(values.get("ink", False)))
 
 
 @runtime_checkable
@@ -151,16 +156,26 @@ class TorchRetrievalModel(RetrievalModel):
         features = torch.nn.functional.normalize(self.encoders[domain](images).float(), dim=1)
         return features.cpu().numpy()
 
-    def _unique_modules(self) -> dict[str, torch.nn.Module]:
+    def _modules(self) -> torch.nn.ModuleDict:
         sketch, photo = self.encoders["sketch"], self.encoders["photo"]
-        return {"sketch": sketch} if sketch is photo else {"sketch": sketch, "photo": photo}
+        return torch.nn.ModuleDict({"sketch": sketch} if sketch is photo else {"sketch": sketch, "photo": photo})
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights of the encoders, each module once (a shared encoder is stored once)."""
-        return {f"{name}.{key}": value for name, module in self._unique_modules().items()
-                for key, value in module.state_dict().items()}
+        """Weights of the encoders, each tensor once (what the encoders share is stored under one name)."""
+        seen: set[tuple[int, tuple[int, ...]]] = set()
+        out = {}
+        for key, value in self._modules().state_dict().items():
+            identity = (value.data_ptr(), tuple(value.shape))
+            if value.numel() and identity in seen:
+                continue
+            seen.add(identity)
+            out[key] = value
+        return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name, module in self._unique_modules().items():
-            prefix = f"{name}."
-            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        """Load what ``state_dict`` wrote; shared tensors are filled through the one name they were stored under."""
+        expected = self.state_dict()
+        if set(state) != set(expected):
+            raise ValueError(f"weights do not fit this model: missing {sorted(set(expected) - set(state))[:5]}, "
+                             f"unexpected {sorted(set(state) - set(expected))[:5]}")
+        self._modules().load_state_dict(state, strict=False)

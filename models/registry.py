@@ -12,7 +12,7 @@ from typing import Any
 
 from models.interface import RetrievalModel
 
-BUILTIN: dict[str, str] = {"baseline_random": "models.baselines", "baseline_hog": "models.baselines"}
+BUILTIN: dict[str, str] = {name: "models.baselines" for name in ("baseline_random", "baseline_imagenet", "baseline_hog")}
 _BASELINES: dict[str, Callable[..., RetrievalModel]] = {}
 
 

@@ -1,7 +1,8 @@
 """Stored embeddings: one model's vectors of a dataset's test rows, tied to the manifest they came from.
 
 A folder holds ``vectors.npy`` (n × d float32, unit rows), ``rows.parquet`` (for vector i: its manifest row
-number and the row's path, domain, split, category and instance id) and ``meta.json`` (model description,
+number and the row's path, domain, split, category, instance id, and ``style``: empty for the dataset's own
+images, a style name for sketches redrawn for the style-shift report, whose ``path`` is under their styles folder) and ``meta.json`` (model description,
 manifest fingerprint, counts). Evaluation, the gallery index and the service read vectors from here.
 """
 
@@ -22,7 +23,7 @@ from sbir.manifest import Manifest, manifest_fingerprint
 VECTORS_FILE = "vectors.npy"
 ROWS_FILE = "rows.parquet"
 META_FILE = "meta.json"
-ROW_COLUMNS = ["row", "path", "domain", "split", "category", "instance_id"]
+ROW_COLUMNS = ["row", "path", "domain", "split", "category", "instance_id", "style"]
 
 
 class EmbeddingsError(ValueError):
@@ -37,10 +38,15 @@ class Embeddings:
     rows: pd.DataFrame
     meta: dict[str, Any]
 
-    def select(self, *, split: str, domain: str) -> tuple[np.ndarray, pd.DataFrame]:
-        """Vectors and rows of one split and domain, in manifest order."""
-        mask = ((self.rows["split"] == split) & (self.rows["domain"] == domain)).to_numpy()
-        return self.vectors[mask], self.rows[mask].reset_index(drop=True)
+    def select(self, *, split: str, domain: str, style: str = "") -> tuple[np.ndarray, pd.DataFrame]:
+        """Vectors and rows of one split and domain (the dataset's own images, or one style's), in order."""
+        mask = ((self.rows["split"] == split) & (self.rows["domain"] == domain) & (self.rows["style"] == style))
+        return self.vectors[mask.to_numpy()], self.rows[mask].reset_index(drop=True)
+
+    @property
+    def styles(self) -> list[str]:
+        """The sketch styles embedded besides the dataset's own (style-shift report)."""
+        return sorted(set(self.rows["style"]) - {""})
 
 
 def manifest_rows(manifest: Manifest, splits: tuple[str, ...]) -> pd.DataFrame:
@@ -48,6 +54,7 @@ def manifest_rows(manifest: Manifest, splits: tuple[str, ...]) -> pd.DataFrame:
     frame = manifest.frame.reset_index(drop=True)
     rows = frame[frame["split"].isin(splits)].copy()
     rows.insert(0, "row", rows.index.astype("int64"))
+    rows["style"] = ""
     return rows.loc[:, ROW_COLUMNS].reset_index(drop=True)
 
 

@@ -15,6 +15,7 @@ TRAIN_ROOT = Path("artifacts/train")
 STATE_ROOT = Path("artifacts/train_state")
 EMBEDDINGS_ROOT = Path("artifacts/embeddings")
 EVAL_ROOT = Path("artifacts/eval")
+STYLES_ROOT = Path("data/styles")
 
 
 def prepared_dir(dataset: str) -> Path:
@@ -48,3 +49,8 @@ def embeddings_dir(dataset: str, model: str) -> Path:
 
 def eval_dir(dataset: str, model: str) -> Path:
     return EVAL_ROOT / dataset / model
+
+
+def styles_dir(dataset: str) -> Path:
+    """The unseen sketches of a dataset redrawn in other styles (style-shift report)."""
+    return STYLES_ROOT / dataset

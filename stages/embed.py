@@ -1,7 +1,8 @@
 """Stage ``embed@<model>``: one model's embeddings of a prepared dataset's test rows, with their manifest row ids.
 
 Loads the model folder ``artifacts/checkpoints/<model>/`` (any method or baseline) and embeds every sketch and
-photo of ``test_unseen`` and ``test_seen`` through the model interface (images decoded in DataLoader workers).
+photo of ``test_unseen`` and ``test_seen`` through the model interface (images decoded in DataLoader workers),
+and the unseen sketches redrawn in other styles (``restyle@<dataset>``) where the dataset has them.
 Params: ``embed`` (runtime only: batch size and workers do not change the vectors); the dataset comes from the
 command line (``dvc.yaml`` passes ``evaluate.dataset``). Output: ``artifacts/embeddings/<dataset>/<model>/``.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from models.backbones import BackboneError
 from models.checkpoint import CheckpointError, load_model
@@ -29,6 +31,7 @@ from sbir.embeddings import manifest_rows, write_embeddings
 from sbir.env import apply_offline_defaults
 from sbir.logs import setup_logging
 from sbir.manifest import Manifest, ManifestError, manifest_fingerprint, read_manifest
+from stages.restyle import read_styles
 
 EMBEDDED_SPLITS = ("test_unseen", "test_seen")
 log = logging.getLogger("stages.embed")
@@ -44,15 +47,22 @@ class EmbedParams:
 
 
 def embed_dataset(model: RetrievalModel, manifest: Manifest, out_dir: Path, params: EmbedParams,
-                  progress: bool = True) -> dict[str, Any]:
-    """Embed the test rows of ``manifest``, domain by domain, and write them with their row ids."""
+                  progress: bool = True, styles: pd.DataFrame | None = None,
+                  styles_root: Path | None = None) -> dict[str, Any]:
+    """Embed the test rows of ``manifest`` (and restyled sketches, paths under ``styles_root``), domain by
+    domain, and write them with their row ids."""
     rows = manifest_rows(manifest, EMBEDDED_SPLITS)
+    files = [manifest.resolve(p) for p in rows["path"]]
+    if styles is not None and len(styles):
+        restyled = styles.assign(row=-1).loc[:, list(rows.columns)]
+        rows = pd.concat([rows, restyled], ignore_index=True)
+        files += [Path(styles_root or ".") / p for p in restyled["path"]]
     vectors = np.zeros((len(rows), model.embedding_dim), dtype=np.float32)
     started = time.perf_counter()
     for domain in ("sketch", "photo"):
         mask = (rows["domain"] == domain).to_numpy()
-        files = [manifest.resolve(p) for p in rows.loc[mask, "path"]]
-        vectors[mask] = embed_paths(model, files, domain, params.batch_size, params.workers, params.prefetch,
+        chosen = [f for f, keep in zip(files, mask) if keep]
+        vectors[mask] = embed_paths(model, chosen, domain, params.batch_size, params.workers, params.prefetch,
                                     progress)
     seconds = time.perf_counter() - started
     meta = {"dataset": manifest.dataset, "model": model.describe(), "splits": list(EMBEDDED_SPLITS),
@@ -85,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(folder)
         manifest = read_manifest(paths.prepared_dir(args.dataset))
         summary = embed_dataset(model, manifest, args.out or paths.embeddings_dir(args.dataset, folder.name), params,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, styles=read_styles(args.dataset),
+                                styles_root=paths.styles_dir(args.dataset))
     except (ConfigError, CheckpointError, ManifestError, BackboneError, OSError, ValueError, KeyError) as error:
         print(f"embed failed: {error}", file=sys.stderr)
         return 2

@@ -125,6 +125,8 @@ def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: Eval
         reranked = compute_retrieval(scores, None, *labels, q_inst if has_fg else None, g_inst if has_fg else None,
                                      request=request_for(params.protocols, has_instances=has_fg), ties=params.ties)
         document["reranked"] = {"top_k": params.rerank_top_k, **reranked.summary(params.protocols)}
+    if embeddings.styles:
+        document["style_shift"] = style_shift(embeddings, photo_emb, photos, drop, document["zero_shot"], params)
     seen_emb, seen_photos = embeddings.select(split="test_seen", domain="photo")
     if params.generalised and not seen_photos.empty:
         gallery = pd.concat([photos, seen_photos], ignore_index=True)
@@ -146,6 +148,34 @@ def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: Eval
                table.sort_values(table.columns[2] if len(table.columns) > 2 else table.columns[0]), index=True)
     _write_grid(manifest, sketches, photos, sketch_emb, photo_emb, params, out_dir / "grid.png")
     return document
+
+
+STYLE_KEYS = {"map_all": "map_all/sklearn/query", "fg_acc@1": "fg/acc@1/gallery"}
+
+
+def style_shift(embeddings: Embeddings, photo_emb: np.ndarray, photos: pd.DataFrame, drop: set[str],
+                in_style: dict[str, Any], params: EvaluateParams) -> dict[str, dict[str, float]]:
+    """Each restyled set of unseen sketches against the same gallery: mAP@all and FG Acc@1, and their ratio to
+    the in-style numbers (1.0 = no loss under the shift)."""
+    report = {}
+    g_inst = _instances(photos, "g")
+    for style in embeddings.styles:
+        sketch_emb, sketches = embeddings.select(split="test_unseen", domain="sketch", style=style)
+        keep = _keep(sketches, drop)
+        sketch_emb, sketches = sketch_emb[keep], sketches[keep].reset_index(drop=True)
+        q_inst = _instances(sketches, "q")
+        fg = q_inst is not None and g_inst is not None
+        result = compute_retrieval(sketch_emb, photo_emb, sketches["category"].to_numpy(str),
+                                   photos["category"].to_numpy(str), q_inst if fg else None, g_inst if fg else None,
+                                   request=request_for(["all"], has_instances=fg), ties=params.ties)
+        summary = result.summary(["all"])
+        row: dict[str, float] = {"n_queries": int(len(sketches))}
+        for name, key in STYLE_KEYS.items():
+            if key in summary:
+                row[name] = summary[key]
+                row[f"{name}_ratio"] = summary[key] / in_style[key] if in_style.get(key) else float("nan")
+        report[style] = row
+    return report
 
 
 def _write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> None:

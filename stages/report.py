@@ -29,6 +29,12 @@ def summary_rows(dataset: str) -> list[dict[str, str]]:
         row = {"model": model}
         row.update({name: f"{zero_shot[key]:.3f}" if key in zero_shot else "–" for name, key in COLUMNS.items()})
         row["generalised mAP@all"] = f"{general['map_all/sklearn/query']:.3f}" if general else "–"
+        shift = document.get("style_shift", {})
+        if shift:
+            style, worst = min(shift.items(), key=lambda item: item[1].get("map_all_ratio", 1.0))
+            row["worst style (mAP ratio)"] = f"{worst['map_all_ratio']:.2f} {style}"
+        else:
+            row["worst style (mAP ratio)"] = "–"
         trained = paths.train_log_dir(model) / "summary.json"
         seconds = json.loads(trained.read_text()).get("train_seconds") if trained.is_file() else None
         row["training"] = f"{seconds:.0f} s" if seconds is not None else "–"
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
         table.add_row(*row.values())
-    Console(width=max(120, Console().width)).print(table)
+    Console(width=max(150, Console().width)).print(table)
     print(f"Details: {paths.EVAL_ROOT / args.dataset}/<model>/ (metrics.json, pr.csv, grid.png); "
           "compare with `dvc metrics show` and `dvc plots show`.")
     return 0

@@ -31,6 +31,12 @@ class Dataset(ABC):
     def prepare(self, out_dir: Path, *, progress: bool = True) -> Manifest:
         """Write ``manifest.parquet`` (and images, if any) into ``out_dir`` and return the manifest."""
 
+    def restyle(self, manifest: Manifest, out_dir: Path, styles: tuple[str, ...], *,
+                progress: bool = True) -> pd.DataFrame:
+        """Unseen-category sketches redrawn in other styles (the style-shift report); needs vector line art."""
+        raise DatasetError(f"{self.name}: its sketches have no vector line art to redraw in other styles; "
+                           "the style-shift report is available for openmoji_zs")
+
     def describe(self) -> dict[str, Any]:
         """Static facts about the dataset (citation, license, split definition) for its dataset card."""
         return {"name": self.name}

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from sbir.datasets.base import Dataset, DatasetError, register, summarize
 from sbir.datasets.strokes import SketchStyle, SvgError, line_layer_strokes, perturb_strokes, rasterize, render_photo
+from sbir.datasets.styles import render_style
 from sbir.io import atomic_write_text
 from sbir.manifest import Manifest, file_sha256, read_manifest, write_manifest
 
@@ -150,6 +151,27 @@ class _RenderJob:
     seed: int
 
 
+def _sketch_rng(seed: int, index: int, hexcode: str) -> np.random.Generator:
+    """The generator of sketch ``index`` of an emoji: the same in prepare and in restyle."""
+    return np.random.default_rng([seed, index, zlib.crc32(hexcode.encode())])
+
+
+def _restyle_item(job: tuple[Path, Path, int, int, list[tuple[str, str, int]], tuple[str, ...]]) -> list[dict]:
+    """One emoji's test sketches redrawn in each style from its line art (same perturbation as prepared)."""
+    svg_path, out_dir, image_size, seed, sketches, styles = job
+    strokes = line_layer_strokes(svg_path.read_text(encoding="utf-8"), svg_path.name)
+    rows = []
+    for relative, hexcode, index in sketches:
+        drawn = perturb_strokes(strokes, _sketch_rng(seed, index, hexcode), SketchStyle())
+        for number, style in enumerate(styles):
+            image = render_style(drawn, image_size, style, np.random.default_rng([seed, index, number, 7919]))
+            target = out_dir / style / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            image.save(target, format="PNG", optimize=False)
+            rows.append({"path": f"{style}/{relative}", "style": style, "content_hash": file_sha256(target)})
+    return rows
+
+
 def _render_item(job: _RenderJob) -> list[dict[str, Any]] | str:
     """Render one emoji's photo and sketches; returns manifest rows, or a reason it was skipped."""
     svg_text = job.svg_path.read_text(encoding="utf-8")
@@ -164,8 +186,8 @@ def _render_item(job: _RenderJob) -> list[dict[str, Any]] | str:
     outputs = [(f"images/photo/{folder}/{job.item.hexcode}.png", "photo", photo)]
     style = SketchStyle()
     for index in range(job.sketches):
-        rng = np.random.default_rng([job.seed, index, zlib.crc32(job.item.hexcode.encode())])
-        sketch = rasterize(perturb_strokes(strokes, rng, style), job.image_size)
+        sketch = rasterize(perturb_strokes(strokes, _sketch_rng(job.seed, index, job.item.hexcode), style),
+                           job.image_size)
         outputs.append((f"images/sketch/{folder}/{job.item.hexcode}-{index}.png", "sketch", sketch))
     rows = []
     for relative, domain, image in outputs:
@@ -196,6 +218,30 @@ class OpenMojiZS(Dataset):
         self.workers = workers
         self.max_items_per_category = max_items_per_category
         self.split_file = Path(split_file) if split_file else None
+
+    def restyle(self, manifest: Manifest, out_dir: Path, styles: tuple[str, ...], *,
+                progress: bool = True) -> pd.DataFrame:
+        """The unseen-category sketches of a manifest this dataset prepared, redrawn from their line art in each
+        style (``sbir.datasets.styles``), with the perturbations of the prepared sketches. Rows: manifest
+        columns (``path`` under ``<style>/``) plus ``style``."""
+        sketches = manifest.select(split="test_unseen", domain="sketch")
+        svg_dir = openmoji_svg_dir()
+        by_emoji: dict[str, list[tuple[str, str, int]]] = {}
+        for relative, hexcode in zip(sketches["path"], sketches["instance_id"]):
+            index = int(Path(relative).stem.rsplit("-", 1)[1])
+            by_emoji.setdefault(hexcode, []).append((relative, hexcode, index))
+        jobs = [(svg_dir / f"{hexcode}.svg", Path(out_dir), self.image_size, self.seed, rows, tuple(styles))
+                for hexcode, rows in by_emoji.items()]
+        with ProcessPoolExecutor(max_workers=max(1, self.workers)) as pool:
+            done = [row for rows in tqdm(pool.map(_restyle_item, jobs, chunksize=8), total=len(jobs),
+                                         desc="openmoji_zs: restyling", unit="emoji", disable=not progress)
+                    for row in rows]
+        meta = sketches.set_index("path")
+        frame = pd.DataFrame(done)
+        original = frame["path"].str.split("/", n=1).str[1]
+        for column in ("domain", "category", "instance_id", "split"):
+            frame[column] = meta.loc[original, column].to_numpy()
+        return frame
 
     def items_with_splits(self) -> list[tuple[EmojiItem, str]]:
         """Every selected emoji and its split, in catalogue order."""

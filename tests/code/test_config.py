@@ -99,6 +99,7 @@ def test_committed_params_are_the_code_defaults() -> None:
     from models.registry import baseline_factory
     from stages.embed import EmbedParams
     from stages.evaluate import EvaluateParams
+    from stages.restyle import RestyleParams
     from stages.train import TrainSection
 
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
@@ -110,8 +111,9 @@ def test_committed_params_are_the_code_defaults() -> None:
     assert set(params["dsn"]["model"]) == {f.name for f in fields(DSNConfig)}
     assert build(EmbedParams, params["embed"], "embed") == EmbedParams()
     assert build(EvaluateParams, params["evaluate"], "evaluate") == EvaluateParams()
+    assert build(RestyleParams, params["restyle"], "restyle") == RestyleParams()
     assert set(params["evaluate"]) == {f.name for f in fields(EvaluateParams)}
-    for name in ("baseline_random", "baseline_hog"):
+    for name in ("baseline_random", "baseline_imagenet", "baseline_hog"):
         signature = inspect.signature(baseline_factory(name))
         defaults = {key: p.default for key, p in signature.parameters.items()}
         assert params[name] == {key: defaults[key] for key in params[name]}
@@ -139,4 +141,5 @@ def test_stage_paths_match_dvc_yaml() -> None:
     assert {str(Path(p).parent) for p in outs("evaluate")} == {str(paths.eval_dir("d", "m"))}
     assert outs("prepare") == {str(paths.prepared_dir("m"))}
     assert outs("validate") == {str(paths.validation_report("m"))}
-    assert set(pipeline["vars"][1]["models"]) == {"dsn", "baseline_random", "baseline_hog"}
+    assert outs("restyle") == {str(paths.styles_dir("m"))}
+    assert set(pipeline["vars"][1]["models"]) == {"dsn", "baseline_random", "baseline_imagenet", "baseline_hog"}

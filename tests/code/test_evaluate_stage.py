@@ -153,3 +153,26 @@ def test_cross_dataset_excludes_and_reports_trained_categories(manifest, tmp_pat
     kept = _evaluate(hog, manifest, EvaluateParams(generalised=False, exclude_trained_categories=False), tmp_path,
                      trained)
     assert kept["zero_shot"]["n_classes"] == len(unseen)
+
+
+def test_style_shift_report_from_restyled_sketches(manifest, tmp_path: Path) -> None:
+    """Sketches redrawn `in_style` are the prepared ones, so their ratio is exactly 1; other styles are reported."""
+    from sbir.datasets import create
+    from stages.restyle import RestyleParams
+
+    dataset = create("openmoji_zs", max_items_per_category=2, sketches_per_item=2, image_size=64, workers=1)
+    styles = dataset.restyle(manifest, tmp_path / "styles", ("in_style", "thick_marker"), progress=False)
+    assert len(styles) == 2 * len(manifest.select(split="test_unseen", domain="sketch"))
+    hog = create_baseline("baseline_hog")
+    embed_dataset(hog, manifest, tmp_path / "embeddings", EmbedParams(workers=0), progress=False, styles=styles,
+                  styles_root=tmp_path / "styles")
+    stored = read_embeddings(tmp_path / "embeddings", manifest)
+    assert stored.styles == ["in_style", "thick_marker"]
+    document = evaluate_embeddings(stored, manifest, EvaluateParams(generalised=False, grid_queries=2),
+                                   tmp_path / "eval", None, hog)
+    shift = document["style_shift"]
+    assert shift["in_style"]["map_all_ratio"] == pytest.approx(1.0) and shift["in_style"]["fg_acc@1_ratio"] == 1.0
+    assert shift["thick_marker"]["n_queries"] == document["zero_shot"]["n_queries"]
+    assert 0 < shift["thick_marker"]["map_all"] < 1
+    with pytest.raises(ValueError, match="unknown style"):
+        RestyleParams(styles=["crayon"])

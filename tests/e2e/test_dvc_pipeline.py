@@ -73,8 +73,10 @@ def test_repro_runs_every_stage_of_every_model(project: Path) -> None:
     report = yaml.safe_load((project / "data/reports/validation/openmoji_zs.json").read_text())
     assert report["success"] and report["images"] == len(manifest.frame)
     metrics = {name: yaml.safe_load((project / f"artifacts/eval/openmoji_zs/{name}/metrics.json").read_text())
-               for name in ("baseline_random", "baseline_hog", "dsn")}
+               for name in ("baseline_random", "baseline_imagenet", "baseline_hog", "dsn")}
     assert metrics["dsn"]["model"]["name"] == "dsn"
+    styles = set(yaml.safe_load((project / "params.yaml").read_text())["restyle"]["styles"])
+    assert set(metrics["dsn"]["style_shift"]) == set(metrics["baseline_hog"]["style_shift"]) == styles
     assert (project / "artifacts/checkpoints/dsn/model.safetensors").is_file()
     for name in metrics:
         config = json.loads((project / f"artifacts/checkpoints/{name}/config.json").read_text())

@@ -63,3 +63,19 @@ def test_a_broken_image_names_its_file(split, tmp_path: Path) -> None:
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(OSError, match="broken.png: cannot be decoded"):
         decode_all([split.photo_paths[0], broken], PRE, workers=0)
+
+
+def test_style_jitter_is_seeded_and_changes_only_the_chosen_sketches() -> None:
+    from models.data import style_jitter
+
+    sketches = torch.ones(64, 3, 32, 32)
+    sketches[:, :, 10:22, 15:17] = 0.0  # a vertical stroke
+    first = style_jitter(sketches, torch.Generator().manual_seed(0), 0.5)
+    again = style_jitter(sketches, torch.Generator().manual_seed(0), 0.5)
+    assert torch.equal(first, again)
+    changed = (first != sketches).flatten(1).any(dim=1)
+    assert 16 < int(changed.sum()) < 48  # about half
+    thicker = (first < 0.5).flatten(1).sum(dim=1) > (sketches < 0.5).flatten(1).sum(dim=1)
+    fainter = (first.flatten(1).min(dim=1).values > 0.2)
+    assert thicker.any() and fainter.any()
+    assert torch.equal(style_jitter(sketches, torch.Generator().manual_seed(0), 0.0), sketches)

@@ -226,7 +226,7 @@ def test_save_load_round_trip_gives_identical_embeddings(data: TrainSplit, image
     assert config["preprocess"]["sketch"]["image_size"] == 32 and config["num_classes"] == 6
     from PIL import Image
 
-    pictures = [Image.fromarray(images["sketch"][i].permute(1, 2, 0).numpy()) for i in range(4)]
+    pictures = [Image.open(path) for path in data.sketch_paths[:4]]  # the files `images` were decoded from
     before = METHOD.export(net).encode_sketches(pictures)
     loaded = load_model(tmp_path / "ckpt")
     assert np.array_equal(before, loaded.encode_sketches(pictures))
@@ -246,6 +246,10 @@ def test_method_contract_groups_and_registry(data: TrainSplit) -> None:
     net = METHOD.build(data.num_classes)
     groups = METHOD.param_groups(net, 0.01)
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters())) and groups[0]["lr"] == 0.01
+    split = _method(backbone_lr_factor=0.1).param_groups(net, 0.01)
+    assert [g["lr"] for g in split] == [pytest.approx(0.001), 0.01]
+    assert {id(p) for p in split[0]["params"]} == {id(p) for p in net.backbone.parameters()}
+    assert sum(len(g["params"]) for g in split) == len(list(net.parameters()))
     with pytest.raises(KeyError, match="unknown method 'nope'.*dsn"):
         get_method("nope")
     with pytest.raises(TypeError, match="DSNConfig"):

@@ -1,0 +1,164 @@
+"""Ablations for the pretrained default and the ImageNet baseline, each measured the same way on OpenMoji-ZS.
+
+Every variant is a set of overrides on ``params.yaml`` (``dsn.train``, ``dsn.model``) or a baseline's arguments.
+A method variant trains through the engine from the committed params plus its overrides, then is embedded and
+evaluated like the pipeline does (unseen categories); a baseline variant is only embedded and evaluated.
+Results accumulate in benchmarks/results/pretrained_ablation.{json,md} (a variant already there is skipped
+unless ``--again``), so the table can be grown run by run: ``python benchmarks/ablate_pretrained.py --only a b``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from models.data import read_split
+from models.engine import train
+from models.registry import create_baseline
+from sbir import paths
+from sbir.config import build, load_params, section
+from sbir.embeddings import read_embeddings
+from sbir.env import apply_offline_defaults
+from sbir.io import atomic_write_json, atomic_write_text
+from sbir.logs import setup_logging
+from sbir.manifest import read_manifest
+from stages.embed import EmbedParams, embed_dataset
+from stages.evaluate import EvaluateParams, evaluate_embeddings
+from stages.restyle import RestyleParams, restyle_dataset
+from stages.train import TrainSection, method_settings
+
+RESULTS = Path(__file__).parent / "results"
+LITE0 = {"backbone": "timm:efficientnet_lite0", "pretrained": "package:efficientnet_lite0"}
+# name -> (kind, overrides): kind "dsn" overrides {"train": {...}, "model": {...}}; a baseline its arguments
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "imagenet/level3/avg/128": ("baseline_imagenet", {"feature_level": 3, "pool": "avg", "image_size": 128}),
+    "imagenet/level3/max/128": ("baseline_imagenet", {"feature_level": 3, "pool": "max", "image_size": 128}),
+    "imagenet/level2/avg/128": ("baseline_imagenet", {"feature_level": 2, "pool": "avg", "image_size": 128}),
+    "imagenet/level4/avg/128": ("baseline_imagenet", {"feature_level": 4, "pool": "avg", "image_size": 128}),
+    "imagenet/whole/avg/128": ("baseline_imagenet", {"feature_level": None, "pool": "avg", "image_size": 128}),
+    "imagenet/level3/avg/128/edges": ("baseline_imagenet", {"feature_level": 3, "pool": "avg", "image_size": 128,
+                                                            "photo_edges": True}),
+    "imagenet/level3/flatten/64": ("baseline_imagenet", {"feature_level": 3, "pool": "flatten", "image_size": 64}),
+    "imagenet/level2/flatten/64": ("baseline_imagenet", {"feature_level": 2, "pool": "flatten", "image_size": 64}),
+    "imagenet/level2/flatten/64/edges": ("baseline_imagenet", {"feature_level": 2, "pool": "flatten",
+                                                                "image_size": 64, "photo_edges": True}),
+    "imagenet/level2/flatten/64/edges/ink": ("baseline_imagenet", {"feature_level": 2, "pool": "flatten",
+                                                                    "image_size": 64, "photo_edges": True,
+                                                                    "sketch_ink": True}),
+    "imagenet/level2/flatten/96/edges": ("baseline_imagenet", {"feature_level": 2, "pool": "flatten",
+                                                                "image_size": 96, "photo_edges": True}),
+    "dsn/resnet18/scratch (today's default)": ("dsn", {}),
+    "dsn/lite0/pretrained/level2/flatten/64/edges": ("dsn", {"model": {**LITE0}}),
+    "dsn/lite0/scratch/level2/flatten/64/edges": ("dsn", {"model": {**LITE0, "pretrained": None}}),
+    "dsn/lite0/pretrained/level3/flatten/64/edges": ("dsn", {"model": {**LITE0, "feature_level": 3}}),
+    "dsn/lite0/pretrained/level2/avg/64/edges": ("dsn", {"model": {**LITE0, "pool": "avg"}}),
+    "dsn/lite0/pretrained/level3/flatten/96/edges": ("dsn", {"model": {**LITE0, "feature_level": 3, "image_size": 96}}),
+    "dsn/lite0/pretrained/level3/avg/96/colour": ("dsn", {"model": {**LITE0, "feature_level": 3, "image_size": 96,
+                                                                     "pool": "avg", "photo_edges": False}}),
+    "dsn/lite0/pretrained/level3/flatten/96/colour": ("dsn", {"model": {**LITE0, "feature_level": 3,
+                                                                         "image_size": 96, "photo_edges": False}}),
+    "dsn/lite0/pretrained/level2/flatten/64/edges/backbone-lr-0.1": (
+        "dsn", {"model": {**LITE0, "backbone_lr_factor": 0.1}}),
+    "dsn/lite0/pretrained/level2/flatten/64/edges/lr-3e-4": ("dsn", {"model": {**LITE0}, "train": {"lr": 3e-4}}),
+    "dsn/lite0/pretrained/level2/flatten/64/edges/ink": ("dsn", {"model": {**LITE0, "sketch_ink": True}}),
+    "dsn/lite0/pretrained/level2/flatten/64/edges/style-augment-0.3": (
+        "dsn", {"model": {**LITE0, "style_augment": 0.3}}),
+    "dsn/lite0/pretrained/level2/flatten/64/edges/ink/style-augment-0.3": (
+        "dsn", {"model": {**LITE0, "sketch_ink": True, "style_augment": 0.3}}),
+}
+COLUMNS = {"mAP@all": "map_all/sklearn/query", "mAP@all VOC/class": "map_all/voc/class", "P@100": "p_100/k/query",
+           "FG Acc@1": "fg/acc@1/gallery", "FG Acc@5": "fg/acc@5/gallery"}
+
+
+STYLES_DIR = Path(tempfile.gettempdir()) / "zssbir-ablation-styles"
+
+
+def restyled(params: dict[str, Any], manifest) -> pd.DataFrame:
+    """The unseen sketches in the report's styles (drawn once, reused by every variant)."""
+    table = STYLES_DIR / "styles.parquet"
+    if not table.is_file():
+        restyle_dataset(manifest.dataset, build(RestyleParams, section(params, "restyle"), "restyle"),
+                        section(params, "prepare", manifest.dataset), STYLES_DIR, progress=False)
+    return pd.read_parquet(table)
+
+
+def evaluate(model, manifest, out: Path, styles: pd.DataFrame) -> dict[str, float]:
+    embed_dataset(model, manifest, out / "embeddings", EmbedParams(), progress=False, styles=styles,
+                  styles_root=STYLES_DIR)
+    document = evaluate_embeddings(read_embeddings(out / "embeddings", manifest), manifest,
+                                   EvaluateParams(generalised=False), out / "eval", None, model)
+    row = {label: round(float(document["zero_shot"][key]), 4) for label, key in COLUMNS.items()}
+    shift = document.get("style_shift", {})
+    for name in ("map_all_ratio", "fg_acc@1_ratio"):
+        worst = min(shift.items(), key=lambda item: item[1][name])
+        row[f"worst_{name}"] = round(float(worst[1][name]), 3)
+        row[f"worst_{name}_style"] = worst[0]
+    return row
+
+
+def run_variant(kind: str, overrides: dict[str, Any], params: dict[str, Any], manifest, out: Path,
+                styles: pd.DataFrame) -> dict[str, Any]:
+    if kind != "dsn":
+        started = time.perf_counter()
+        model = create_baseline(kind, {**section(params, kind), **overrides})
+        return {**evaluate(model, manifest, out, styles), "seconds": round(time.perf_counter() - started, 1)}
+    settings = build(TrainSection, section(params, "train"), "train")
+    method, config = method_settings(params, "dsn")
+    method = type(method)(build(type(method.config), {**section(params, "dsn")["model"], **overrides.get("model", {})},
+                                "variant.model"))
+    config = replace(config, **overrides.get("train", {}))
+    data = read_split(manifest, "train")
+    started = time.perf_counter()
+    net, times = train(method, config, settings.runtime, data, out / "state", progress=False)
+    seconds = time.perf_counter() - started
+    return {**evaluate(method.export(net), manifest, out, styles), "train_seconds": round(seconds, 1),
+            "seconds_per_step": round((times.data + times.compute) / times.steps, 3), "epochs": config.epochs}
+
+
+def write(results: dict[str, Any]) -> None:
+    atomic_write_json(RESULTS / "pretrained_ablation.json", results)
+    lines = ["# Pretrained backbone: ablations on OpenMoji-ZS unseen categories (benchmarks/ablate_pretrained.py)", "",
+             "Each row: the committed params.yaml plus the variant's overrides, trained (methods) and evaluated the "
+             "same way; 2 CPU cores unless stated. Baselines have no training time.", "",
+             "| variant | " + " | ".join(COLUMNS) + " | worst style mAP ratio | worst style Acc@1 ratio | training |",
+             "|---|" + "---|" * (len(COLUMNS) + 3)]
+    for name, row in results.items():
+        time_cell = f"{row['train_seconds']:.0f} s ({row['epochs']} ep)" if "train_seconds" in row else "–"
+        worst = [f"{row['worst_' + k]:.2f} ({row['worst_' + k + '_style']})" for k in ("map_all_ratio", "fg_acc@1_ratio")]
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in COLUMNS) + f" | {' | '.join(worst)} | "
+                     f"{time_cell} |")
+    atomic_write_text(RESULTS / "pretrained_ablation.md", "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    apply_offline_defaults()
+    setup_logging()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", nargs="*", help="variant names (or name prefixes) to run")
+    parser.add_argument("--again", action="store_true", help="re-run variants already in the results")
+    args = parser.parse_args()
+    params = load_params()
+    manifest = read_manifest(paths.prepared_dir(section(params, "evaluate")["dataset"]))
+    results_file = RESULTS / "pretrained_ablation.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    chosen = [n for n in VARIANTS if not args.only or any(n.startswith(prefix) for prefix in args.only)]
+    styles = restyled(params, manifest)
+    for name in chosen:
+        if name in results and not args.again:
+            continue
+        kind, overrides = VARIANTS[name]
+        with tempfile.TemporaryDirectory() as out:
+            results[name] = run_variant(kind, overrides, params, manifest, Path(out), styles)
+        print(name, json.dumps(results[name]), flush=True)
+        write(results)
+
+
+if __name__ == "__main__":
+    main()
