@@ -7,6 +7,7 @@ environment wins (``os.environ.setdefault``).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 OFFLINE_DEFAULTS: dict[str, str] = {
     # model hubs: fail fast on a tag that needs a download instead of retrying for ~45 s
@@ -30,3 +31,14 @@ def apply_offline_defaults() -> dict[str, str]:
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
     return {key: os.environ[key] for key in OFFLINE_DEFAULTS}
+
+
+def apply_project_defaults(root: str | Path = ".") -> dict[str, str]:
+    """Project-local homes for the BentoML model store and the Prefect database, unless the caller set them."""
+    from sbir import paths
+
+    root = Path(root).absolute()
+    homes = {"BENTOML_HOME": str(root / paths.BENTOML_HOME), "PREFECT_HOME": str(root / paths.PREFECT_HOME)}
+    for key, value in homes.items():
+        os.environ.setdefault(key, value)
+    return {key: os.environ[key] for key in homes}

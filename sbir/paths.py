@@ -16,6 +16,10 @@ STATE_ROOT = Path("artifacts/train_state")
 EMBEDDINGS_ROOT = Path("artifacts/embeddings")
 EVAL_ROOT = Path("artifacts/eval")
 STYLES_ROOT = Path("data/styles")
+REGISTER_ROOT = Path("artifacts/register")
+# Not pipeline outputs: the model store (registry) and the Prefect database live beside the project.
+BENTOML_HOME = Path(".bentoml")
+PREFECT_HOME = Path(".prefect")
 
 
 def prepared_dir(dataset: str) -> Path:
@@ -54,3 +58,8 @@ def eval_dir(dataset: str, model: str) -> Path:
 def styles_dir(dataset: str) -> Path:
     """The unseen sketches of a dataset redrawn in other styles (style-shift report)."""
     return STYLES_ROOT / dataset
+
+
+def register_report(dataset: str) -> Path:
+    """The last registration decision on a dataset (candidates, version, promoted or not, why)."""
+    return REGISTER_ROOT / f"{dataset}.json"

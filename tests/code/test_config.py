@@ -99,6 +99,7 @@ def test_committed_params_are_the_code_defaults() -> None:
     from models.registry import baseline_factory
     from stages.embed import EmbedParams
     from stages.evaluate import EvaluateParams
+    from stages.register import RegisterParams
     from stages.restyle import RestyleParams
     from stages.train import TrainSection
 
@@ -113,6 +114,8 @@ def test_committed_params_are_the_code_defaults() -> None:
     assert build(EvaluateParams, params["evaluate"], "evaluate") == EvaluateParams()
     assert build(RestyleParams, params["restyle"], "restyle") == RestyleParams()
     assert set(params["evaluate"]) == {f.name for f in fields(EvaluateParams)}
+    assert build(RegisterParams, params["register"], "register") == RegisterParams()
+    assert set(params["register"]) == {f.name for f in fields(RegisterParams)}
     for name in ("baseline_random", "baseline_imagenet", "baseline_hog"):
         signature = inspect.signature(baseline_factory(name))
         defaults = {key: p.default for key, p in signature.parameters.items()}
@@ -142,4 +145,6 @@ def test_stage_paths_match_dvc_yaml() -> None:
     assert outs("prepare") == {str(paths.prepared_dir("m"))}
     assert outs("validate") == {str(paths.validation_report("m"))}
     assert outs("restyle") == {str(paths.styles_dir("m"))}
+    assert {next(iter(e)) if isinstance(e, dict) else e for e in stages["register"]["outs"]} == {
+        str(paths.register_report("${evaluate.dataset}"))}
     assert set(pipeline["vars"][1]["models"]) == {"dsn", "baseline_random", "baseline_imagenet", "baseline_hog"}

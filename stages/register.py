@@ -1,0 +1,122 @@
+"""Stage ``register``: select the best evaluated model, register its encoders, promote it only if it wins.
+
+Reads every ``artifacts/eval/<dataset>/<model>/metrics.json`` of the evaluation dataset, picks the best
+candidate (trained methods; baselines too if ``include_baselines``) by the primary metric, registers its sketch
+and photo encoders in the BentoML model store (``stages.registry``) and gates it against the current champion
+of the same dataset and protocol: promoted only if it beats the champion by more than ``margin``.
+
+Params: ``register`` (metric, margin, include_baselines) and ``evaluate.dataset``. Output:
+``artifacts/register/<dataset>.json`` (every candidate's score, the registered version, the decision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.checkpoint import CheckpointError, read_config
+from sbir import paths
+from sbir.config import ConfigError, as_params, build, load_params, section
+from sbir.env import apply_offline_defaults, apply_project_defaults
+from sbir.io import atomic_write_json
+from sbir.logs import setup_logging
+from stages.registry import Decision, Registry, RegistryError
+
+log = logging.getLogger("stages.register")
+
+
+@dataclass
+class RegisterParams:
+    """``params.yaml`` section ``register``: ``metric`` is a path into metrics.json (section/key) and names the
+    protocol a champion is held under."""
+
+    metric: str = "zero_shot/map_all/sklearn/query"
+    margin: float = 0.0
+    include_baselines: bool = False
+
+    def __post_init__(self) -> None:
+        if "/" not in self.metric:
+            raise ValueError(f"register.metric must be '<section>/<metric key>', e.g. "
+                             f"'zero_shot/map_all/sklearn/query'; got {self.metric!r}")
+
+
+def metric_value(document: dict[str, Any], metric: str, where: str) -> float:
+    """The value at ``section/key`` of a metrics document (keys themselves contain slashes)."""
+    group, key = metric.split("/", 1)
+    try:
+        return float(document[group][key])
+    except (KeyError, TypeError) as error:
+        available = sorted(document.get(group, {})) if isinstance(document.get(group), dict) else sorted(document)
+        raise ConfigError(f"{where}: no metric {metric!r} (available under {group!r}: {available[:12]})") from error
+
+
+def candidates(dataset: str, settings: RegisterParams, models: list[str] | None = None) -> dict[str, float]:
+    """Score of every evaluated model that may be registered (``models`` narrows the set)."""
+    scores = {}
+    for metrics_file in sorted(paths.eval_dir(dataset, "*").parent.glob("*/metrics.json")):
+        name = metrics_file.parent.name
+        if models is not None and name not in models:
+            continue
+        try:
+            kind = read_config(paths.checkpoint_dir(name))["kind"]
+        except CheckpointError as error:
+            log.warning("skipping %s: %s", name, error)
+            continue
+        if kind == "method" or settings.include_baselines:
+            scores[name] = metric_value(json.loads(metrics_file.read_text()), settings.metric, str(metrics_file))
+    return scores
+
+
+def register_best(dataset: str, settings: RegisterParams, registry: Registry, params: dict[str, Any],
+                  models: list[str] | None = None) -> tuple[Decision, dict[str, float]]:
+    """Register the best candidate on ``dataset`` and gate it; returns the decision and every candidate's score."""
+    scores = candidates(dataset, settings, models)
+    if not scores:
+        wanted = f" among {models}" if models else ""
+        raise RegistryError(f"no evaluated candidate{wanted} under {paths.EVAL_ROOT / dataset} "
+                            f"(include_baselines={settings.include_baselines}); run the evaluate stages first")
+    best = max(scores, key=lambda name: (scores[name], name))
+    document = json.loads((paths.eval_dir(dataset, best) / "metrics.json").read_text())
+    checkpoint = read_config(paths.checkpoint_dir(best))
+    decision = registry.register(
+        paths.checkpoint_dir(best), method=best, dataset=dataset, protocol=settings.metric, score=scores[best],
+        metrics={group: document[group] for group in ("zero_shot", "generalised", "style_shift") if group in document},
+        params=params.get(best, {}), margin=settings.margin, data_fingerprint=checkpoint.get("data_fingerprint", ""))
+    return decision, scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", help="evaluation dataset (default: params evaluate.dataset)")
+    parser.add_argument("--models", nargs="+", help="only these evaluated models are candidates")
+    args = parser.parse_args(argv)
+    apply_offline_defaults()
+    apply_project_defaults()
+    setup_logging()
+    try:
+        params = load_params()
+        settings = build(RegisterParams, section(params, "register"), "params.yaml: register")
+        dataset = args.dataset or section(params, "evaluate")["dataset"]
+        registry = Registry(os.environ["BENTOML_HOME"])
+        decision, scores = register_best(dataset, settings, registry, params, args.models)
+    except (ConfigError, CheckpointError, RegistryError, OSError) as error:
+        log.error("%s", error)
+        return 2
+    verdict = "promoted to champion" if decision.promoted else "registered, not promoted"
+    log.info("%s %s (%s = %.4f): %s — %s", decision.method, decision.version, settings.metric, decision.score,
+             verdict, decision.reason)
+    atomic_write_json(paths.register_report(dataset), {
+        "dataset": dataset, "settings": as_params(settings), "candidates": scores, "decision": decision.to_dict(),
+        "champion": (registry.champion(dataset, settings.metric) or {}).get("version"),
+        "store": str(Path(registry.home))})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
