@@ -33,12 +33,17 @@ def apply_offline_defaults() -> dict[str, str]:
     return {key: os.environ[key] for key in OFFLINE_DEFAULTS}
 
 
-def apply_project_defaults(root: str | Path = ".") -> dict[str, str]:
-    """Project-local homes for the BentoML model store and the Prefect database, unless the caller set them."""
+def project_homes(root: str | Path = ".") -> dict[str, str]:
+    """Project-local homes of the BentoML model store and the Prefect database for the project at ``root``."""
     from sbir import paths
 
     root = Path(root).absolute()
-    homes = {"BENTOML_HOME": str(root / paths.BENTOML_HOME), "PREFECT_HOME": str(root / paths.PREFECT_HOME)}
+    return {"BENTOML_HOME": str(root / paths.BENTOML_HOME), "PREFECT_HOME": str(root / paths.PREFECT_HOME)}
+
+
+def apply_project_defaults(root: str | Path = ".") -> dict[str, str]:
+    """Set the project-local homes (``project_homes``) where the caller's environment does not set them."""
+    homes = project_homes(root)
     for key, value in homes.items():
         os.environ.setdefault(key, value)
     return {key: os.environ[key] for key in homes}

@@ -20,9 +20,10 @@ COLUMNS = {"mAP@all": "map_all/sklearn/query", "mAP@all VOC/class": "map_all/voc
            "P@100": "p_100/k/query", "FG Acc@1": "fg/acc@1/gallery", "FG Acc@5": "fg/acc@5/gallery"}
 
 
-def summary_rows(dataset: str) -> list[dict[str, str]]:
+def summary_rows(dataset: str, root: Path = Path(".")) -> list[dict[str, str]]:
+    """One row of headline numbers per evaluated model (``root``: the repository the paths are relative to)."""
     rows = []
-    for metrics_file in sorted(paths.EVAL_ROOT.joinpath(dataset).glob("*/metrics.json")):
+    for metrics_file in sorted((root / paths.EVAL_ROOT / dataset).glob("*/metrics.json")):
         model = metrics_file.parent.name
         document = json.loads(metrics_file.read_text())
         zero_shot, general = document.get("zero_shot", {}), document.get("generalised", {})
@@ -35,7 +36,7 @@ def summary_rows(dataset: str) -> list[dict[str, str]]:
             row["worst style (mAP ratio)"] = f"{worst['map_all_ratio']:.2f} {style}"
         else:
             row["worst style (mAP ratio)"] = "–"
-        trained = paths.train_log_dir(model) / "summary.json"
+        trained = root / paths.train_log_dir(model) / "summary.json"
         seconds = json.loads(trained.read_text()).get("train_seconds") if trained.is_file() else None
         row["training"] = f"{seconds:.0f} s" if seconds is not None else "–"
         rows.append(row)

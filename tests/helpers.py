@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from PIL import Image
 
 from sbir.manifest import file_sha256, write_manifest
@@ -34,4 +39,40 @@ def make_image_dataset(root: Path, categories: dict[str, str], per_category: int
                 rows.append({"path": relative, "domain": domain, "category": category, "instance_id": instance,
                              "split": split, "content_hash": file_sha256(target)})
     write_manifest(pd.DataFrame(rows), root, dataset="tiny", image_root=".")
+    return root
+
+
+def run_command(args: list[str], cwd: Path, check: bool = True, timeout: float = 600,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """A command with this environment's tools first on PATH; a failure shows its output."""
+    env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def commit(root: Path, message: str) -> None:
+    run_command(["git", "add", "-A"], root)
+    run_command(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", message], root)
+
+
+def make_pipeline_project(root: Path) -> Path:
+    """A git + DVC project holding this repository's pipeline (code, dvc.yaml, params), sized down through
+    params only and committed, as a clone has it; nothing reproduced yet."""
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    for package in ("sbir", "models", "stages", "flows", "serving"):
+        shutil.copytree(REPO_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["prepare"]["openmoji_zs"].update(max_items_per_category=2, sketches_per_item=2, image_size=64)
+    params["validate"]["min_images_per_category"] = {"train": 1, "test_seen": 1, "test_unseen": 2}
+    params["train"]["runtime"].update(num_threads=1)
+    params["dsn"]["train"].update(epochs=1, batch_size=8)
+    params["dsn"]["model"].update(image_size=32, embedding_dim=32, projection_dim=16, memory_size=4)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_command(["git", "init", "-q"], root)
+    run_command(["dvc", "init", "-q"], root)
+    shutil.copy(REPO_ROOT / ".dvc/config", root / ".dvc/config")  # the project's default remote, as cloned
+    commit(root, "pipeline")  # DVCLive and `dvc exp` need a commit
     return root

@@ -1,0 +1,97 @@
+"""The training flow under Prefect's test harness, running the real DVC stages of a sized-down project."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import commit, run_command
+
+from flows.training import ValidationFailed, training_flow
+from sbir.manifest import read_manifest
+from stages.registry import Registry
+
+pytestmark = pytest.mark.slow
+PROTOCOL = "zero_shot/map_all/sklearn/query"
+
+
+def _artifact(key: str) -> str:
+    from prefect.artifacts import Artifact
+
+    found = Artifact.get(key)
+    assert found is not None, f"no artifact {key!r}"
+    return found.data
+
+
+def _task_names(flow_run_id) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return sorted(run.name for run in runs)
+
+
+@pytest.fixture(scope="module")
+def first_run(flow_project: Path, prefect_harness: None) -> dict:
+    result = training_flow(repo=str(flow_project))
+    commit(flow_project, "first flow run")
+    return result
+
+
+def test_full_flow_trains_evaluates_registers_and_reports(first_run: dict, flow_project: Path) -> None:
+    targets = [stage["target"] for stage in first_run["stages"]]
+    assert targets[:2] == ["validate@openmoji_zs", "restyle@openmoji_zs"] and targets[-1] == "register"
+    for model in ("dsn", "baseline_random", "baseline_imagenet", "baseline_hog"):
+        assert targets.index(f"train@{model}") < targets.index(f"embed@{model}") < targets.index(f"evaluate@{model}")
+    champion = Registry(flow_project / ".bentoml").champion("openmoji_zs", PROTOCOL)
+    assert champion is not None and champion["method"] == "dsn"  # baselines are compared, not registered
+    report = _artifact("training-report-openmoji-zs")
+    for needle in ("| model |", "baseline_hog", "promoted to champion", "no champion yet", "params.yaml",
+                   "grid.png", "| train@dsn |"):
+        assert needle in report, f"report lacks {needle!r}:\n{report}"
+    table = json.loads(_artifact("metrics-openmoji-zs"))
+    assert {row["model"] for row in table} == {"dsn", "baseline_random", "baseline_imagenet", "baseline_hog"}
+    assert "Data and pipelines are up to date" in run_command(["dvc", "status"], flow_project).stdout
+
+
+def test_a_challenger_that_does_not_beat_the_margin_is_not_promoted(first_run: dict, flow_project: Path) -> None:
+    registry = Registry(flow_project / ".bentoml")
+    champion = registry.champion("openmoji_zs", PROTOCOL)["version"]
+    params_before = (flow_project / "params.yaml").read_text()
+    try:
+        result = training_flow(repo=str(flow_project), models=["dsn"],
+                               set_params=["dsn.train.seed=7", "register.margin=1.0"])
+        assert "dvc exp run -S dsn.train.seed=7 -S register.margin=1.0" in result["report"]
+        assert "| dsn.train.seed | 0 | 7 |" in result["report"]  # the run lists what it changed
+        assert "registered, not promoted" in result["report"]
+        assert registry.champion("openmoji_zs", PROTOCOL)["version"] == champion
+        assert len(registry.ledger()["registrations"]) == 2
+        assert registry.ledger()["history"][-1]["event"] == "not_promoted"
+    finally:
+        (flow_project / "params.yaml").write_text(params_before)
+        run_command(["dvc", "repro", "train@dsn", "embed@dsn", "evaluate@dsn"], flow_project)
+        run_command(["git", "checkout", "--", "."], flow_project, check=False)
+
+
+def test_failing_validation_stops_the_flow_before_training(first_run: dict, flow_project: Path) -> None:
+    manifest = read_manifest(flow_project / "data/prepared/openmoji_zs")
+    victim = manifest.frame["path"].iloc[3]
+    target = manifest.resolve(victim)
+    target.unlink()  # DVC links cache files into the workspace: replace, never edit in place
+    target.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    run_command(["dvc", "commit", "--force", "prepare@openmoji_zs"], flow_project)  # the versioned data is bad
+    try:
+        state = training_flow(repo=str(flow_project), return_state=True)
+        assert state.is_failed()
+        with pytest.raises(ValidationFailed, match="training did not start"):
+            state.result()
+        assert _task_names(state.state_details.flow_run_id) == ["validate@openmoji_zs"]
+        report = _artifact("validation-failure")
+        assert "Validation failed on `openmoji_zs`" in report and victim in report
+    finally:
+        target.unlink()
+        run_command(["git", "checkout", "--", "dvc.lock"], flow_project)
+        run_command(["dvc", "checkout", "--force", "data/prepared/openmoji_zs"], flow_project)
+        run_command(["dvc", "repro", "--single-item", "validate@openmoji_zs"], flow_project)
