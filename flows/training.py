@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from prefect import flow, get_run_logger, task
@@ -105,11 +105,21 @@ def _plan(repo: Path, dataset: str | None, models: list[str] | None,
     return dataset or current, chosen, changes
 
 
-@flow(name="zssbir-training", flow_run_name="train-{dataset}", log_prints=True)
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    models = parameters.get("models")
+    return f"train-{parameters.get('dataset') or 'params'}" + (f"-{'-'.join(models)}" if models else "")
+
+
+@flow(name="zssbir-training", flow_run_name=_run_name, log_prints=True)
 def training_flow(dataset: str | None = None, models: list[str] | None = None, set_params: list[str] | None = None,
-                  register_champion: bool = True, launcher: Literal["python", "torchrun"] = "python",
+                  register_champion: bool = True, launcher: str = "python",
                   nproc_per_node: int = 1, repo: str | None = None) -> dict[str, Any]:
     """Validate, train, embed, evaluate and register the pipeline's models on one dataset; report the run."""
+    if launcher not in ("python", "torchrun"):
+        raise ValueError(f"launcher must be 'python' or 'torchrun', got {launcher!r}")
     root = Path(repo or os.environ.get("ZSSBIR_REPO") or ".").absolute()
     logger = get_run_logger()
     dataset, chosen, changes = _plan(root, dataset, models, set_params)

@@ -17,6 +17,7 @@ EMBEDDINGS_ROOT = Path("artifacts/embeddings")
 EVAL_ROOT = Path("artifacts/eval")
 STYLES_ROOT = Path("data/styles")
 REGISTER_ROOT = Path("artifacts/register")
+SERVING_ROOT = Path("artifacts/serving")
 # Not pipeline outputs: the model store (registry) and the Prefect database live beside the project.
 BENTOML_HOME = Path(".bentoml")
 PREFECT_HOME = Path(".prefect")
@@ -63,3 +64,8 @@ def styles_dir(dataset: str) -> Path:
 def register_report(dataset: str) -> Path:
     """The last registration decision on a dataset (candidates, version, promoted or not, why)."""
     return REGISTER_ROOT / f"{dataset}.json"
+
+
+def bento_record() -> Path:
+    """The tag of the last Bento ``package`` built."""
+    return SERVING_ROOT / "bento.json"

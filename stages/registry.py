@@ -238,6 +238,7 @@ class Registry:
         with self._locked():
             ledger = self.ledger()
             record = self._record(ledger, version)
+            version = record["version"]
             key = champion_key(record["dataset"], record["protocol"])
             lineage = ledger["champions"].setdefault(key, [])
             previous = lineage[-1] if lineage else None
@@ -257,7 +258,7 @@ class Registry:
             if len(lineage) < 2:
                 raise RegistryError(f"no earlier champion of {dataset} / {protocol} to roll back to "
                                     f"(champions so far: {lineage or 'none'})")
-            target = to or lineage[-2]
+            target = self._record(ledger, to)["version"] if to else lineage[-2]
             if target not in lineage[:-1]:
                 raise RegistryError(f"{target} was never a champion of {dataset} / {protocol} before the current "
                                     f"one; earlier champions: {lineage[:-1]}")

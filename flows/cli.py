@@ -1,0 +1,212 @@
+"""``zssbir``: one command line for the product; every command calls the same code as the stages and flows.
+
+Run from the repository root (where ``dvc.yaml`` is). Offline and no-telemetry settings, and the project-local
+BentoML store and Prefect home, are applied before anything is imported (``sbir.env``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sbir.env import apply_offline_defaults, apply_project_defaults
+
+
+def _dvc(*args: str) -> int:
+    return subprocess.call([str(Path(sys.executable).with_name("dvc")), *args])
+
+
+def _registry():
+    from stages.registry import Registry
+
+    return Registry(os.environ["BENTOML_HOME"])
+
+
+def _protocol_and_dataset(args: argparse.Namespace) -> tuple[str, str]:
+    from sbir.config import load_params
+
+    params = load_params()
+    return (args.dataset or params["evaluate"]["dataset"]), (args.metric or params["register"]["metric"])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The whole pipeline: ``dvc repro`` and the summary table (``make run``), or once through the flow."""
+    if args.flow:
+        return cmd_flow(args)
+    code = _dvc("repro")
+    if code == 0:
+        from stages.report import main as report
+
+        code = report([])
+    return code
+
+
+def cmd_flow(args: argparse.Namespace) -> int:
+    from flows.training import training_flow
+
+    result = training_flow(dataset=getattr(args, "dataset", None), models=getattr(args, "models", None),
+                           set_params=getattr(args, "set", None))
+    print(result["report"])
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    """``dvc repro <stage>@<model>`` for train / evaluate: DVC decides what is up to date."""
+    return _dvc("repro", *(["--force"] if args.force else []), f"{args.command}@{args.model}")
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    if args.force:
+        from stages.register import main as register
+
+        return register(["--dataset", args.dataset] if args.dataset else [])
+    return _dvc("repro", "register")
+
+
+def cmd_champion(args: argparse.Namespace) -> int:
+    dataset, protocol = _protocol_and_dataset(args)
+    registry = _registry()
+    champion = registry.champion(dataset, protocol)
+    history = [event for event in registry.ledger()["history"] if event["key"] == f"{dataset}|{protocol}"]
+    if args.json:
+        print(json.dumps({"champion": champion, "history": history}, indent=2))
+        return 0
+    if champion is None:
+        print(f"no champion for {dataset} / {protocol} in {registry.home}; run `zssbir run` or `zssbir register`")
+        return 1
+    print(f"champion of {dataset} / {protocol}: {champion['method']} {champion['version']} "
+          f"(score {champion['score']:.4f}, registered {champion['registered_at']}, git {champion['git_revision']})")
+    print(f"models: {champion['models']['sketch']}, {champion['models']['photo']}  (store: {registry.home})")
+    for event in history[-args.history:]:
+        previous = f" (previous {event['previous']})" if event.get("previous") else ""
+        print(f"  {event['at']}  {event['event']:<13} {event['version']}{previous}: {event['reason']}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    record = _registry().promote(args.version, reason=args.reason)
+    print(f"champion of {record['dataset']} / {record['protocol']} is now {record['method']} {record['version']}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    dataset, protocol = _protocol_and_dataset(args)
+    record = _registry().rollback(dataset, protocol, to=args.to)
+    print(f"rolled back: champion of {dataset} / {protocol} is now {record['method']} {record['version']}")
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from flows import schedule
+
+    home = Path(os.environ["PREFECT_HOME"])
+    if args.action == "start":
+        parameters: dict[str, Any] = json.loads(args.parameters)
+        state = schedule.start(home, Path.cwd(), args.port, args.cron, args.interval, parameters)
+        print(f"Prefect server: {state['api_url'].removesuffix('/api')} (UI and API); training flow served on "
+              f"{state['schedule']}; logs: {state['logs']}. Stop with `zssbir scheduler stop`.")
+    elif args.action == "stop":
+        stopped = schedule.stop(home)
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    elif args.action == "status":
+        print(json.dumps(schedule.status(home), indent=2))
+    else:
+        schedule.serve(args.port, args.cron, args.interval, {"repo": str(Path.cwd()), **json.loads(args.parameters)})
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the built Bento (``make run`` builds it) on 127.0.0.1."""
+    from sbir import paths
+
+    bento_file = paths.bento_record()
+    if not bento_file.is_file():
+        print(f"no built Bento ({bento_file} is missing): run `make run` first", file=sys.stderr)
+        return 1
+    tag = json.loads(bento_file.read_text())["tag"]
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    return subprocess.call([bentoml, "serve", tag, "--host", args.host, "--port", str(args.port)])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zssbir", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    run = commands.add_parser("run", help="the whole pipeline (dvc repro + summary), or --flow: through Prefect")
+    run.add_argument("--flow", action="store_true", help="run the training flow once instead of dvc repro")
+    run.set_defaults(handler=cmd_run)
+
+    flow = commands.add_parser("flow", help="run the training flow once (validate → … → register, with a report)")
+    flow.add_argument("--dataset")
+    flow.add_argument("--models", nargs="+", help="models of dvc.yaml to run (default: all)")
+    flow.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="parameter changes, via dvc exp run -S")
+    flow.set_defaults(handler=cmd_flow)
+
+    for name, text in (("train", "train (or build) one model: dvc repro train@MODEL"),
+                       ("evaluate", "evaluate one model: dvc repro evaluate@MODEL")):
+        stage = commands.add_parser(name, help=text)
+        stage.add_argument("--model", required=True)
+        stage.add_argument("--force", action="store_true", help="re-run even if DVC finds it up to date")
+        stage.set_defaults(handler=cmd_stage)
+
+    register = commands.add_parser("register", help="register the best method; promote it if it beats the champion")
+    register.add_argument("--force", action="store_true", help="run the register stage outside DVC's cache")
+    register.add_argument("--dataset")
+    register.set_defaults(handler=cmd_register)
+
+    for name, handler, text in (("champion", cmd_champion, "show the champion and its history"),
+                                ("rollback", cmd_rollback, "restore the previous champion")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--dataset", help="default: params evaluate.dataset")
+        sub.add_argument("--metric", help="protocol (default: params register.metric)")
+        sub.set_defaults(handler=handler)
+        if name == "champion":
+            sub.add_argument("--json", action="store_true")
+            sub.add_argument("--history", type=int, default=10, help="how many history events to show")
+        else:
+            sub.add_argument("--to", help="an earlier champion's version (default: the one before)")
+
+    promote = commands.add_parser("promote", help="make a registered version the champion, whatever its score")
+    promote.add_argument("version", help="registered version (a unique prefix is enough)")
+    promote.add_argument("--reason", default="promoted by hand")
+    promote.set_defaults(handler=cmd_promote)
+
+    scheduler = commands.add_parser("scheduler", help="Prefect server + the training flow on a schedule")
+    scheduler.add_argument("action", choices=["start", "stop", "status", "serve"],
+                           help="start/stop the background server and runner; serve: the runner in the foreground")
+    scheduler.add_argument("--port", type=int, default=4200)
+    scheduler.add_argument("--cron", default="0 3 * * *", help="schedule (default: daily at 03:00 UTC)")
+    scheduler.add_argument("--interval", type=int, help="seconds between runs, instead of --cron")
+    scheduler.add_argument("--parameters", default="{}", help="JSON object of flow parameters")
+    scheduler.set_defaults(handler=cmd_scheduler)
+
+    serve = commands.add_parser("serve", help="serve the built Bento (sketch pad at /ui/)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.set_defaults(handler=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    apply_offline_defaults()
+    apply_project_defaults()
+    from sbir.logs import setup_logging
+    from stages.registry import RegistryError
+
+    setup_logging()
+    try:
+        return args.handler(args)
+    except (RegistryError, ValueError, OSError) as error:
+        print(f"zssbir {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The ``zssbir`` console script: help on every command, and the registry commands on a temporary store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import REPO_ROOT
+
+from flows.cli import _parser, main
+from stages.registry import Registry
+
+PROTOCOL = "zero_shot/map_all/sklearn/query"
+
+
+def test_every_command_has_help() -> None:
+    commands = _parser()._subparsers._group_actions[0].choices
+    assert set(commands) == {"run", "flow", "train", "evaluate", "register", "champion", "rollback", "promote",
+                             "scheduler", "serve"}
+    script = Path(sys.executable).with_name("zssbir")
+    for name in [None, *commands]:
+        result = subprocess.run([str(script), *([name] if name else []), "--help"], capture_output=True, text=True,
+                                cwd=REPO_ROOT, timeout=60)
+        assert result.returncode == 0 and "usage: zssbir" in result.stdout, (name, result.stderr)
+
+
+def _folder(root: Path, name: str) -> Path:
+    folder = root / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"name": name}))
+    return folder
+
+
+def test_champion_promote_and_rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(REPO_ROOT)  # params.yaml gives the default dataset and protocol
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "store"))
+    registry = Registry(tmp_path / "store")
+    assert main(["champion"]) == 1 and "no champion" in capsys.readouterr().out
+    versions = [registry.register(_folder(tmp_path, name), method=name, dataset="openmoji_zs", protocol=PROTOCOL,
+                                  score=score, metrics={}, params={}, git="g").version
+                for name, score in (("first", 0.3), ("second", 0.6))]
+    assert main(["champion"]) == 0
+    shown = capsys.readouterr().out
+    assert f"second {versions[1]}" in shown and "promoted" in shown and versions[0] in shown
+    assert main(["rollback"]) == 0 and registry.champion("openmoji_zs", PROTOCOL)["version"] == versions[0]
+    assert main(["rollback"]) == 2 and "no earlier champion" in capsys.readouterr().err
+    assert main(["promote", versions[1][:8]]) == 0
+    assert main(["champion", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert document["champion"]["version"] == versions[1]
+    assert [e["event"] for e in document["history"]] == ["promoted", "promoted", "rollback", "promoted"]

@@ -1,0 +1,66 @@
+"""A real Prefect server on 127.0.0.1 and a runner serving the training flow on a short schedule: a run the
+scheduler created (not a manual trigger) completes with its artifacts, then everything stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from helpers import run_command
+
+from flows import schedule
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _api(url: str, path: str, body: dict) -> list[dict]:
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_a_scheduled_run_completes_with_its_artifacts(flow_project: Path, tmp_path: Path) -> None:
+    home, port = tmp_path / "prefect", _free_port()
+    state = schedule.start(home, flow_project, port=port, interval=20,
+                           parameters={"models": ["baseline_hog"], "register_champion": False})
+    url = state["api_url"]
+    try:
+        assert schedule.status(home)["running"] and schedule.healthy(url)
+        deadline, completed = time.monotonic() + 420, []
+        while time.monotonic() < deadline and not completed:
+            finished = {"flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}, "limit": 20}
+            runs = _api(url, "/flow_runs/filter", finished)
+            completed = [run for run in runs if run["state"]["type"] == "COMPLETED"]
+            failed = [run for run in runs if run["state"]["type"] in ("FAILED", "CRASHED")]
+            assert not failed, f"scheduled run failed; runner log:\n{(home / 'runner.log').read_text()[-4000:]}"
+            time.sleep(3)
+        assert completed, f"no run completed; runner log:\n{(home / 'runner.log').read_text()[-4000:]}"
+        run = completed[0]
+        assert run["auto_scheduled"] is True, "the run was created by the scheduler, not triggered by hand"
+        assert run["parameters"]["models"] == ["baseline_hog"]
+        artifacts = _api(url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+        keys = {artifact["key"] for artifact in artifacts}
+        assert {"training-report-openmoji-zs", "metrics-openmoji-zs"} <= keys
+        report = next(a for a in artifacts if a["key"] == "training-report-openmoji-zs")["data"]
+        assert "baseline_hog" in report and "| model |" in report
+    finally:
+        stopped = schedule.stop(home)
+    assert stopped == ["runner", "server"]
+    assert not schedule.healthy(url) and schedule.status(home) == {"running": False}
+    for pid in state["pids"].values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    run_command(["dvc", "status"], flow_project)  # the checkout is left usable
