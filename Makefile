@@ -17,11 +17,22 @@ export BENTOML_DO_NOT_TRACK := True
 export GX_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup setup-system run test test-fast bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock
+# System packages: headless Chromium and its driver (Debian's) for the browser tests of the sketch pad.
+# Installed only when missing; sudo only when not root.
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+setup-system:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver; \
+	fi
+
+$(STAMP): pyproject.toml requirements.lock | setup-system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test]"
@@ -44,6 +55,7 @@ bench: setup
 	python benchmarks/bench_metrics.py
 	python benchmarks/bench_train_data.py
 	python benchmarks/bench_data.py
+	python benchmarks/bench_index.py
 
 clean:
 	rm -rf data artifacts dvclive .pytest_cache
