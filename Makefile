@@ -17,7 +17,7 @@ export BENTOML_DO_NOT_TRACK := True
 export GX_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup setup-system run test test-fast bench clean
+.PHONY: setup setup-system run serve flow test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,15 @@ run: setup
 	dvc repro
 	dvc status
 	python -m stages.report
+
+# The built Bento (make run builds it) on http://127.0.0.1:3000 (sketch pad at /ui/).
+serve: setup
+	zssbir serve
+
+# The pipeline once through the Prefect training flow (report as Prefect artifacts); schedule it with
+# `zssbir scheduler start` (a real Prefect server on 127.0.0.1:4200) and stop it with `zssbir scheduler stop`.
+flow: setup
+	zssbir flow
 
 test: setup
 	pytest -q

@@ -69,3 +69,8 @@ def register_report(dataset: str) -> Path:
 def bento_record() -> Path:
     """The tag of the last Bento ``package`` built."""
     return SERVING_ROOT / "bento.json"
+
+
+def serving_bundle() -> Path:
+    """What the Bento serves besides the encoders: the gallery index, its metadata and thumbnails."""
+    return SERVING_ROOT / "bundle"

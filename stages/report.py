@@ -59,7 +59,25 @@ def main(argv: list[str] | None = None) -> int:
     Console(width=max(150, Console().width)).print(table)
     print(f"Details: {paths.EVAL_ROOT / args.dataset}/<model>/ (metrics.json, pr.csv, grid.png); "
           "compare with `dvc metrics show` and `dvc plots show`.")
+    print(serving_summary(args.dataset))
     return 0
+
+
+def serving_summary(dataset: str, root: Path = Path(".")) -> str:
+    """The registration decision and the built Bento, with how to serve it."""
+    lines = []
+    decision_file = root / paths.register_report(dataset)
+    if decision_file.is_file():
+        decision = json.loads(decision_file.read_text())["decision"]
+        verdict = "promoted to champion" if decision["promoted"] else "registered, not promoted"
+        lines.append(f"Registry: {decision['method']} {decision['version']} {verdict} ({decision['reason']}); "
+                     "`zssbir champion` shows the champion and its history.")
+    bento_file = root / paths.bento_record()
+    if bento_file.is_file():
+        bento = json.loads(bento_file.read_text())
+        lines.append(f"Bento: {bento['tag']} ({bento['method']}, {bento['gallery_size']} gallery photos, "
+                     f"{bento['index']} index). Serve it: `make serve`, then open http://127.0.0.1:3000/ui/")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

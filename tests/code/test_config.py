@@ -99,6 +99,7 @@ def test_committed_params_are_the_code_defaults() -> None:
     from models.registry import baseline_factory
     from stages.embed import EmbedParams
     from stages.evaluate import EvaluateParams
+    from stages.index import IndexParams
     from stages.register import RegisterParams
     from stages.restyle import RestyleParams
     from stages.train import TrainSection
@@ -116,6 +117,8 @@ def test_committed_params_are_the_code_defaults() -> None:
     assert set(params["evaluate"]) == {f.name for f in fields(EvaluateParams)}
     assert build(RegisterParams, params["register"], "register") == RegisterParams()
     assert set(params["register"]) == {f.name for f in fields(RegisterParams)}
+    assert build(IndexParams, params["index"], "index") == IndexParams()
+    assert set(params["index"]) == {f.name for f in fields(IndexParams)}
     for name in ("baseline_random", "baseline_imagenet", "baseline_hog"):
         signature = inspect.signature(baseline_factory(name))
         defaults = {key: p.default for key, p in signature.parameters.items()}
@@ -147,4 +150,7 @@ def test_stage_paths_match_dvc_yaml() -> None:
     assert outs("restyle") == {str(paths.styles_dir("m"))}
     assert {next(iter(e)) if isinstance(e, dict) else e for e in stages["register"]["outs"]} == {
         str(paths.register_report("${evaluate.dataset}"))}
+    assert [next(iter(e)) if isinstance(e, dict) else e for e in stages["index"]["outs"]] == [
+        str(paths.serving_bundle())]
+    assert [next(iter(e)) for e in stages["package"]["outs"]] == [str(paths.bento_record())]
     assert set(pipeline["vars"][1]["models"]) == {"dsn", "baseline_random", "baseline_imagenet", "baseline_hog"}

@@ -1,0 +1,147 @@
+"""What the service serves, without the web layer: the champion's encoders, the gallery index and its metadata.
+
+``SearchBundle`` answers searches (top-k via ``sbir.index``; a category filter ranks that category's photos with
+the same top-k), explanations and syntheses where the model has the capability, and describes itself. The
+BentoML service (``serving.service``) is a thin HTTP layer over it; tests and benchmarks use it directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from models.checkpoint import load_model
+from models.interface import MatchExplainer, RetrievalModel
+from sbir.categories import normalize_category
+from sbir.explanations import draw_explanation
+from sbir.index import RetrievalIndex, top_k
+from serving.uploads import BadUpload, UploadLimits, check_k
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    id: int
+    score: float
+    category: str
+    instance_id: str
+    label: str
+    image_url: str
+
+
+def png_data_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class SearchBundle:
+    """The champion's sketch and photo encoders plus the gallery bundle written by the ``index`` stage."""
+
+    def __init__(self, bundle_dir: str | Path, sketch_model_dir: str | Path, photo_model_dir: str | Path,
+                 limits: UploadLimits | None = None) -> None:
+        self.dir = Path(bundle_dir)
+        self.meta = json.loads((self.dir / "meta.json").read_text())
+        self.sketch_model: RetrievalModel = load_model(Path(sketch_model_dir) / "checkpoint")
+        self.photo_model: RetrievalModel = load_model(Path(photo_model_dir) / "checkpoint")
+        self.index = RetrievalIndex.load(self.dir / "index.faiss")
+        self.gallery = pd.read_parquet(self.dir / "gallery.parquet").set_index("id", drop=False)
+        self.limits = limits or UploadLimits()
+        self._normalised = self.gallery["category"].map(normalize_category).to_numpy()
+        self._vectors: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return self.index.size
+
+    @property
+    def capabilities(self) -> list[str]:
+        return sorted(self.sketch_model.capabilities | ({"search"}))
+
+    def info(self) -> dict[str, Any]:
+        champion = self.meta["champion"]
+        return {"model": {key: champion[key] for key in ("method", "version", "dataset", "protocol", "score")},
+                "embedding_dim": self.meta["embedding_dim"], "gallery_size": self.size,
+                "gallery": self.meta["gallery"]["source"], "index": self.meta["index"],
+                "categories": self.meta["gallery"]["categories"], "capabilities": self.capabilities,
+                "limits": self.limits.to_dict()}
+
+    def encode(self, images: list[Image.Image], domain: str) -> np.ndarray:
+        model = self.sketch_model if domain == "sketch" else self.photo_model
+        return model.encode(images, domain)
+
+    def _category_rows(self, category: str) -> np.ndarray:
+        wanted = normalize_category(category)
+        rows = np.flatnonzero(self._normalised == wanted)
+        if rows.size == 0:
+            known = self.meta["gallery"]["categories"]
+            raise BadUpload(f"category: {category!r} is not a category of the gallery; known: "
+                            f"{', '.join(known[:20])}{' …' if len(known) > 20 else ''}", 422)
+        return rows
+
+    def _gallery_vectors(self) -> np.ndarray:
+        if self._vectors is None:  # only a category filter needs them: rebuilt from the index once
+            self._vectors = self.index._index.reconstruct_n(0, self.size)
+        return self._vectors
+
+    def search(self, sketch: Image.Image, k: int = 12, category: str | None = None) -> dict[str, Any]:
+        """The sketch's top-k gallery photos (optionally of one category), best first."""
+        started = time.perf_counter()
+        k = check_k(k, self.limits)
+        query = self.encode([sketch], "sketch")
+        if category:
+            rows = self._category_rows(category)
+            scores, local = top_k(query, self._gallery_vectors()[rows], k)
+            ids = rows[local[0]]
+        else:
+            scores, found = self.index.search(query, k)
+            ids = found[0][found[0] >= 0]
+        hits = [self.hit(rank, int(row), float(score)) for rank, (row, score)
+                in enumerate(zip(ids, scores[0][: len(ids)], strict=True), start=1)]
+        return {"results": [hit.__dict__ for hit in hits], "k": k, "gallery_size": self.size,
+                "model": {"method": self.meta["champion"]["method"], "version": self.meta["champion"]["version"]},
+                "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    def hit(self, rank: int, row: int, score: float) -> Hit:
+        entry = self.gallery.loc[row]
+        return Hit(rank, row, score, str(entry["category"]), str(entry["instance_id"]), str(entry["label"]),
+                   f"/gallery/{row}.png")
+
+    def photo(self, photo_id: int) -> Image.Image:
+        """The gallery photo's thumbnail (the bundle keeps thumbnails, not the originals)."""
+        if isinstance(photo_id, bool) or not isinstance(photo_id, int) or not 0 <= photo_id < self.size:
+            raise BadUpload(f"photo_id: {photo_id!r} is not a gallery id (0 … {self.size - 1})", 404)
+        with Image.open(self.thumbnail_path(photo_id)) as image:
+            return image.convert("RGB")
+
+    def thumbnail_path(self, photo_id: int) -> Path:
+        return self.dir / "thumbs" / f"{photo_id}.png"
+
+    def explain(self, sketch: Image.Image, photo_id: int, top: int = 10) -> dict[str, Any]:
+        """Patch correspondences of a sketch and a gallery photo, drawn, where the model can explain."""
+        model = self.sketch_model
+        if not isinstance(model, MatchExplainer):
+            raise BadUpload(f"the served model ({self.meta['champion']['method']}) has no explain capability; "
+                            f"its capabilities: {', '.join(self.capabilities)}", 422)
+        photo = self.photo(photo_id)
+        explanation = model.explain(sketch, photo, top=top)
+        picture = draw_explanation(sketch, photo, explanation)
+        return {**explanation.to_dict(), "photo_id": photo_id, "method": self.meta["champion"]["method"],
+                "picture": png_data_url(picture)}
+
+    def synthesize(self, sketch: Image.Image) -> dict[str, Any]:
+        """A photo-like picture assembled from gallery patches, where the model supports it."""
+        synthesize = getattr(self.sketch_model, "synthesize", None)
+        if synthesize is None:
+            raise BadUpload(f"the served model ({self.meta['champion']['method']}) cannot synthesize; "
+                            f"its capabilities: {', '.join(self.capabilities)}", 422)
+        return {"picture": png_data_url(synthesize(sketch, self)), "method": self.meta["champion"]["method"]}

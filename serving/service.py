@@ -1,0 +1,194 @@
+"""The Bento: the champion's sketch and photo encoders, the gallery index and the sketch pad, over HTTP.
+
+APIs (POST, multipart or JSON; OpenAPI at ``/docs``): ``encode_sketch`` / ``encode_photo`` (batchable, adaptive
+batching), ``search``, ``explain``, ``synthesize``; GET ``/info``, ``/gallery/<id>.png`` and the sketch pad at
+``/ui/``; BentoML's ``/livez``, ``/readyz`` and ``/metrics``. Bad input gets a 4xx with ``{"error": message}``.
+
+The encoders are ``BentoModel`` class attributes (so ``bentoml build`` packs them); their tags and the gallery
+come from the serving bundle (``ZSSBIR_BUNDLE``, default ``artifacts/serving/bundle``, written by the ``index``
+stage and shipped inside the Bento). Limits: ``ZSSBIR_MAX_BYTES``, ``ZSSBIR_MAX_PIXELS``, ``ZSSBIR_MAX_SIDE``,
+``ZSSBIR_MAX_K``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from serving.uploads import BadUpload, UploadLimits, decode_image
+
+BUNDLE = Path(os.environ.get("ZSSBIR_BUNDLE", "artifacts/serving/bundle"))
+STATIC = Path(__file__).with_name("static")
+
+
+def _bundle_meta() -> dict[str, Any]:
+    meta_file = BUNDLE / "meta.json"
+    if not meta_file.is_file():
+        raise RuntimeError(f"no serving bundle at {BUNDLE} (meta.json missing): run the index stage "
+                           "(`dvc repro index`) or set ZSSBIR_BUNDLE")
+    return json.loads(meta_file.read_text())
+
+
+def _limits() -> UploadLimits:
+    defaults = UploadLimits()
+    return UploadLimits(**{name: int(os.environ.get(f"ZSSBIR_{name.upper()}", value))
+                           for name, value in defaults.to_dict().items()})
+
+
+class RequestError(BentoMLException):
+    """A refused request: BentoML answers it with the status in ``error_code`` and ``{"error": message}``."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.error_code = HTTPStatus(status)
+
+
+def _refuse(error: BadUpload) -> RequestError:
+    return RequestError(str(error), error.status)
+
+
+MODELS = _bundle_meta()["champion"]["models"]
+ImageFile = Path  # any content type: the bytes are sniffed by Pillow (serving.uploads)
+web = FastAPI(title="zssbir sketch pad and gallery")
+web.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")
+
+
+class RequestGuard:
+    """ASGI middleware: refuse a declared body above the byte limit (413) before it is read, and give every
+    4xx the one error shape ``{"error": message}`` (BentoML 1.4.39 wraps its own in a one-element list)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            response = JSONResponse({"error": f"request body of {length.decode(errors='replace')} bytes exceeds "
+                                              f"the limit of {self.max_bytes} bytes"}, status_code=413)
+            await response(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        body: list[bytes] = []
+
+        async def reshape(message: dict) -> None:
+            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+                start.update(message)
+                return
+            if not start:
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            payload = b"".join(body)
+            try:
+                document = json.loads(payload)
+                if isinstance(document, list) and len(document) == 1 and isinstance(document[0], dict):
+                    payload = json.dumps(document[0]).encode()
+            except ValueError:
+                pass
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(payload)).encode())]})
+            await send({"type": "http.response.body", "body": payload})
+
+        await self.app(scope, receive, reshape)
+
+
+@bentoml.asgi_app(web, path="/")
+@bentoml.service(name="zssbir", traffic={"timeout": 60}, workers=1)
+class SketchSearch:
+    """Zero-shot sketch-based image retrieval: draw a sketch, get the matching gallery photos."""
+
+    sketch_encoder = bentoml.models.BentoModel(MODELS["sketch"])
+    photo_encoder = bentoml.models.BentoModel(MODELS["photo"])
+
+    def __init__(self) -> None:
+        import torch
+
+        from serving.bundle import SearchBundle
+
+        torch.set_num_threads(int(os.environ.get("ZSSBIR_TORCH_THREADS", os.cpu_count() or 1)))
+        self.limits = _limits()
+        self.bundle = SearchBundle(BUNDLE, self.sketch_encoder.path, self.photo_encoder.path,
+                                   self.limits)
+
+    def _decode(self, path: Path, field: str):
+        try:
+            size = path.stat().st_size
+            if size > self.limits.max_bytes:
+                raise BadUpload(f"{field}: {size} bytes exceeds the limit of {self.limits.max_bytes} bytes", 413)
+            return decode_image(path.read_bytes(), self.limits, field)
+        except BadUpload as error:
+            raise _refuse(error) from None
+
+    def _encode(self, images: list[Path], domain: str) -> np.ndarray:
+        pictures = [self._decode(path, f"images[{i}]") for i, path in enumerate(images)]
+        return self.bundle.encode(pictures, domain)
+
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=50)
+    def encode_sketch(self, images: list[ImageFile]) -> np.ndarray:
+        """L2-normalised sketch embeddings, one row per image (adaptive batching across requests)."""
+        return self._encode(images, "sketch")
+
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=50)
+    def encode_photo(self, images: list[ImageFile]) -> np.ndarray:
+        """L2-normalised photo embeddings, one row per image (adaptive batching across requests)."""
+        return self._encode(images, "photo")
+
+    @bentoml.api
+    def search(self, sketch: ImageFile, k: int = 12, category: str | None = None) -> dict[str, Any]:
+        """The top-k gallery photos for a sketch: id, score, category, instance id, label and image URL."""
+        picture = self._decode(sketch, "sketch")
+        try:
+            return self.bundle.search(picture, k, category)
+        except BadUpload as error:
+            raise _refuse(error) from None
+
+    @bentoml.api
+    def explain(self, sketch: ImageFile, photo_id: int) -> dict[str, Any]:
+        """The patch correspondences a sketch–photo match relies on, and their picture (PNG data URL)."""
+        picture = self._decode(sketch, "sketch")
+        try:
+            return self.bundle.explain(picture, photo_id)
+        except BadUpload as error:
+            raise _refuse(error) from None
+
+    @bentoml.api
+    def synthesize(self, sketch: ImageFile) -> dict[str, Any]:
+        """A photo-like picture for the sketch from gallery patches, where the model supports it."""
+        picture = self._decode(sketch, "sketch")
+        try:
+            return self.bundle.synthesize(picture)
+        except BadUpload as error:
+            raise _refuse(error) from None
+
+    @web.get("/info")
+    def info(self) -> dict[str, Any]:
+        """The served model, the gallery, the index (and its measured recall), capabilities and limits."""
+        return self.bundle.info()
+
+    @web.get("/gallery/{photo_id}.png")
+    def thumbnail(self, photo_id: int) -> FileResponse:
+        if not 0 <= photo_id < self.bundle.size:
+            raise HTTPException(404, f"photo {photo_id} is not in the gallery (0 … {self.bundle.size - 1})")
+        return FileResponse(self.bundle.thumbnail_path(photo_id), media_type="image/png")
+
+    @web.get("/")
+    def home(self) -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+
+SketchSearch.add_asgi_middleware(RequestGuard, max_bytes=_limits().max_bytes + 64 * 1024)

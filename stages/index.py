@@ -1,0 +1,178 @@
+"""Stage ``index``: the serving bundle — the champion's gallery index, its metadata and thumbnails.
+
+Embeds a gallery with the champion's photo encoder (``stages.registry``) and builds the index through
+``sbir.index``: exact by default; approximate (HNSW or IVF) when asked, or with ``kind: auto`` for galleries
+above ``approximate_above`` — then its recall@k against the exact index is measured (on sketch queries where the
+dataset has them) and stored with it. The gallery is a prepared dataset's photos (``splits``; all by default) or
+a user's folder of photos (``folder``; a photo's category is its parent folder's name).
+
+Output ``artifacts/serving/bundle/`` (written beside and swapped in whole): ``meta.json`` (the champion's model
+tags, the gallery, the index and its recall), ``index.faiss`` (+ sidecar), ``gallery.parquet`` (id, path,
+category, instance id, label) and ``thumbs/<id>.png``. ``package`` ships it in the Bento.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from models.checkpoint import CheckpointError, load_model
+from models.embed import embed_paths
+from sbir import paths
+from sbir.config import ConfigError, as_params, build, load_params, section
+from sbir.env import apply_offline_defaults, apply_project_defaults
+from sbir.images import flatten_alpha
+from sbir.index import IndexSpec, build_index, recall_at_k
+from sbir.io import atomic_write_json
+from sbir.logs import setup_logging
+from sbir.manifest import ManifestError, read_manifest
+from stages.registry import Registry, RegistryError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+log = logging.getLogger("stages.index")
+
+
+@dataclass
+class IndexParams:
+    """``params.yaml`` section ``index``."""
+
+    dataset: str = "openmoji_zs"
+    splits: list[str] = field(default_factory=list)  # empty: every split
+    folder: str = ""                                  # a user's photo folder instead of the dataset
+    kind: str = "exact"                               # exact | hnsw | ivf | auto
+    approximate_above: int = 200_000                  # auto: HNSW above this many photos
+    recall_k: int = 100
+    thumbnail_size: int = 128
+    batch_size: int = 64
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("exact", "hnsw", "ivf", "auto"):
+            raise ValueError(f"index.kind must be exact, hnsw, ivf or auto; got {self.kind!r}")
+
+
+def emoji_label(instance_id: str) -> str:
+    """A readable name for an emoji hexcode (``1F408`` → ``cat``); other ids are returned unchanged."""
+    try:
+        names = [unicodedata.name(chr(int(part, 16))) for part in instance_id.split("-")
+                 if part and int(part, 16) not in (0x200D, 0xFE0F)]
+    except (ValueError, OverflowError):
+        return instance_id
+    return " ".join(names).lower() or instance_id
+
+
+def gallery_rows(settings: IndexParams, root: Path = Path(".")) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(gallery photos with absolute ``file``, the dataset's sketches for measuring recall, or None)."""
+    if settings.folder:
+        folder = Path(settings.folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"index.folder {folder} is not a folder of photos")
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise FileNotFoundError(f"index.folder {folder} holds no images ({sorted(IMAGE_SUFFIXES)})")
+        rows = pd.DataFrame({"path": [p.relative_to(folder).as_posix() for p in files], "file": files,
+                             "category": [p.parent.name if p.parent != folder else "" for p in files],
+                             "instance_id": [p.stem for p in files]})
+        return rows, None
+    manifest = read_manifest(root / paths.prepared_dir(settings.dataset))
+    frame = manifest.frame
+    if settings.splits:
+        frame = frame[frame["split"].isin(settings.splits)]
+    rows = frame[frame["domain"] == "photo"].loc[:, ["path", "category", "instance_id"]].reset_index(drop=True)
+    rows["file"] = [manifest.resolve(p) for p in rows["path"]]
+    sketches = frame[frame["domain"] == "sketch"].head(1000).copy()
+    sketches["file"] = [manifest.resolve(p) for p in sketches["path"]]
+    return rows, sketches
+
+
+def write_thumbnails(files: list[Path], out: Path, size: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for row_id, file in enumerate(files):
+        with Image.open(file) as image:
+            picture = flatten_alpha(image).convert("RGB")
+            picture.thumbnail((size, size))
+            picture.save(out / f"{row_id}.png", optimize=True)
+
+
+def build_bundle(registry: Registry, dataset: str, protocol: str, settings: IndexParams, out: Path,
+                 progress: bool = True) -> dict[str, Any]:
+    """Embed the gallery with the champion's photo encoder, index it and write the bundle folder ``out``."""
+    champion = registry.champion(dataset, protocol)
+    if champion is None:
+        raise RegistryError(f"no champion for {dataset} / {protocol} in {registry.home}; run the register stage")
+    model = load_model(registry.model_path("photo", champion["version"]) / "checkpoint")
+    rows, sketches = gallery_rows(settings)
+    started = time.perf_counter()
+    vectors = embed_paths(model, list(rows["file"]), "photo", settings.batch_size, settings.workers,
+                          progress=progress)
+    kind = settings.kind if settings.kind != "auto" else ("hnsw" if len(rows) > settings.approximate_above
+                                                          else "exact")
+    index = build_index(vectors, IndexSpec(kind=kind))
+    quality: dict[str, Any] = {"kind": kind, "spec": as_params(index.spec)}
+    if kind != "exact":
+        if sketches is not None and len(sketches):
+            queries = embed_paths(load_model(registry.model_path("sketch", champion["version"]) / "checkpoint"),
+                                  list(sketches["file"]), "sketch", settings.batch_size, settings.workers, False)
+        else:
+            queries = vectors[np.random.default_rng(0).permutation(len(vectors))[:1000]]
+        quality[f"recall@{settings.recall_k}"] = recall_at_k(index, build_index(vectors), queries, settings.recall_k)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    index.save(tmp / "index.faiss")
+    rows["label"] = [emoji_label(i) for i in rows["instance_id"]]
+    rows.drop(columns="file").rename_axis("id").reset_index().to_parquet(tmp / "gallery.parquet", index=False)
+    write_thumbnails(list(rows["file"]), tmp / "thumbs", settings.thumbnail_size)
+    meta = {"champion": {key: champion[key] for key in ("version", "method", "dataset", "protocol", "score",
+                                                        "models")},
+            "gallery": {"source": settings.folder or f"{settings.dataset} photos "
+                                                     f"({', '.join(settings.splits) or 'every split'})",
+                        "size": len(rows), "categories": sorted(set(rows["category"]) - {""})},
+            "index": quality, "embedding_dim": int(vectors.shape[1]),
+            "built_seconds": round(time.perf_counter() - started, 1)}
+    atomic_write_json(tmp / "meta.json", meta)
+    if out.exists():
+        shutil.rmtree(out)
+    os.rename(tmp, out)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folder", help="index this folder of photos instead of params index.folder/dataset")
+    parser.add_argument("--out", type=Path, default=paths.serving_bundle())
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    apply_offline_defaults()
+    apply_project_defaults()
+    setup_logging()
+    try:
+        params = load_params()
+        settings = build(IndexParams, section(params, "index"), "params.yaml: index")
+        if args.folder:
+            settings.folder = args.folder
+        meta = build_bundle(Registry(os.environ["BENTOML_HOME"]), section(params, "evaluate")["dataset"],
+                            section(params, "register")["metric"], settings, args.out, not args.no_progress)
+    except (ConfigError, CheckpointError, RegistryError, ManifestError, OSError) as error:
+        log.error("%s", error)
+        return 2
+    log.info("indexed %d photos (%s) with %s %s: %s index%s → %s", meta["gallery"]["size"], meta["gallery"]["source"],
+             meta["champion"]["method"], meta["champion"]["version"], meta["index"]["kind"],
+             "".join(f", {k} {v:.3f}" for k, v in meta["index"].items() if k.startswith("recall")), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
