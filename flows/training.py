@@ -1,4 +1,4 @@
-"""The training flow: validate → train each method → embed → evaluate → register (→ index and package).
+"""The training flow: validate → train each method → embed → evaluate → register → index → package.
 
 Each step runs its DVC stage (``flows.dvc``) one after another in the project checkout; DVC decides what is
 up to date. A validation failure stops the flow before training and reports the failed expectations and
@@ -115,7 +115,7 @@ def _run_name() -> str:
 
 @flow(name="zssbir-training", flow_run_name=_run_name, log_prints=True)
 def training_flow(dataset: str | None = None, models: list[str] | None = None, set_params: list[str] | None = None,
-                  register_champion: bool = True, launcher: str = "python",
+                  register_champion: bool = True, package: bool = True, launcher: str = "python",
                   nproc_per_node: int = 1, repo: str | None = None) -> dict[str, Any]:
     """Validate, train, embed, evaluate and register the pipeline's models on one dataset; report the run."""
     if launcher not in ("python", "torchrun"):
@@ -139,6 +139,9 @@ def training_flow(dataset: str | None = None, models: list[str] | None = None, s
         _stage(f"evaluate@{model}", root, log_dir, runs)
     if register_champion:
         _stage("register", root, log_dir, runs, single_item=True)
+        if package:  # the champion's gallery index, then the Bento
+            _stage("index", root, log_dir, runs, single_item=True)
+            _stage("package", root, log_dir, runs, single_item=True)
     report = reporting.run_markdown(dataset, root, runs, source, dvc.params_diff(root))
     create_markdown_artifact(report, key=f"training-report-{dataset.replace('_', '-')}",
                              description=f"training run on {dataset}")

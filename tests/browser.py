@@ -158,10 +158,10 @@ def wait_for_state(driver, state: str, previous_searches: int = -1, timeout: flo
 
     def ready(drv):
         current, searches, pending = drv.execute_script(script)
-        return searches if current == state and searches > previous_searches and not pending else False
+        return [searches] if current == state and searches > previous_searches and not pending else False
 
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.05).until(ready)
+        return WebDriverWait(driver, timeout, poll_frequency=0.05).until(ready)[0]  # a list: 0 searches is falsy
     except TimeoutException:
         current, searches, pending = driver.execute_script(script)
         status = driver.execute_script("const s = document.getElementById('status'); return s && s.textContent;")

@@ -60,7 +60,7 @@ def commit(root: Path, message: str) -> None:
 def make_pipeline_project(root: Path) -> Path:
     """A git + DVC project holding this repository's pipeline (code, dvc.yaml, params), sized down through
     params only and committed, as a clone has it; nothing reproduced yet."""
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "bentofile.yaml", "requirements.lock"):
         shutil.copy(REPO_ROOT / name, root / name)
     for package in ("sbir", "models", "stages", "flows", "serving"):
         shutil.copytree(REPO_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))

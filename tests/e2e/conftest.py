@@ -22,3 +22,22 @@ def prefect_harness() -> Iterator[None]:
 def flow_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A committed pipeline project (sized down through params), not yet reproduced."""
     return make_pipeline_project(tmp_path_factory.mktemp("flow_project"))
+
+
+@pytest.fixture(scope="session")
+def serving_bundle(tiny_openmoji: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(BENTOML_HOME, bundle): HOG registered as champion, the tiny OpenMoji-ZS photos indexed with it."""
+    from serving_support import make_bundle
+
+    return make_bundle(tmp_path_factory.mktemp("serving"), tiny_openmoji / "images" / "photo")
+
+
+@pytest.fixture(scope="session")
+def service_url(serving_bundle: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real service (``bentoml serve serving.service:SketchSearch``) on 127.0.0.1, for the session."""
+    from serving_support import bentoml_server
+
+    home, bundle = serving_bundle
+    log = tmp_path_factory.mktemp("service") / "service.log"
+    with bentoml_server("serving.service:SketchSearch", home, log, {"ZSSBIR_BUNDLE": str(bundle)}) as (url, _):
+        yield url

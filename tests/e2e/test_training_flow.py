@@ -42,7 +42,10 @@ def first_run(flow_project: Path, prefect_harness: None) -> dict:
 
 def test_full_flow_trains_evaluates_registers_and_reports(first_run: dict, flow_project: Path) -> None:
     targets = [stage["target"] for stage in first_run["stages"]]
-    assert targets[:2] == ["validate@openmoji_zs", "restyle@openmoji_zs"] and targets[-1] == "register"
+    assert targets[:2] == ["validate@openmoji_zs", "restyle@openmoji_zs"]
+    assert targets[-3:] == ["register", "index", "package"]
+    bento = json.loads((flow_project / "artifacts/serving/bento.json").read_text())
+    assert bento["method"] == "dsn" and bento["tag"].startswith("zssbir:")
     for model in ("dsn", "baseline_random", "baseline_imagenet", "baseline_hog"):
         assert targets.index(f"train@{model}") < targets.index(f"embed@{model}") < targets.index(f"evaluate@{model}")
     champion = Registry(flow_project / ".bentoml").champion("openmoji_zs", PROTOCOL)
@@ -61,7 +64,7 @@ def test_a_challenger_that_does_not_beat_the_margin_is_not_promoted(first_run: d
     champion = registry.champion("openmoji_zs", PROTOCOL)["version"]
     params_before = (flow_project / "params.yaml").read_text()
     try:
-        result = training_flow(repo=str(flow_project), models=["dsn"],
+        result = training_flow(repo=str(flow_project), models=["dsn"], package=False,
                                set_params=["dsn.train.seed=7", "register.margin=1.0"])
         assert "dvc exp run -S dsn.train.seed=7 -S register.margin=1.0" in result["report"]
         assert "| dsn.train.seed | 0 | 7 |" in result["report"]  # the run lists what it changed

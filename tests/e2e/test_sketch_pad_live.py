@@ -1,0 +1,54 @@
+"""The sketch pad on the real service, in headless Chromium: draw a known emoji's line art stroke by stroke,
+let the page search as you draw, and find that emoji's photo among the results shown; a screenshot is kept
+(``artifacts/test-screenshots/sketch_pad_live.png``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from browser import chromium_available, draw_strokes, headless_chromium, wait_for_state
+from helpers import REPO_ROOT
+
+from sbir.datasets.openmoji import openmoji_svg_dir
+from sbir.datasets.strokes import VIEWBOX, line_layer_strokes
+
+MISSING = chromium_available()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=f"no headless Chromium: {MISSING}")]
+SCREENSHOT = REPO_ROOT / "artifacts" / "test-screenshots" / "sketch_pad_live.png"
+
+
+def line_art(hexcode: str, max_points: int = 40) -> list[list[tuple[float, float]]]:
+    """The open strokes of an OpenMoji's line layer as polylines in viewBox units (thinned for speed)."""
+    strokes = line_layer_strokes((openmoji_svg_dir() / f"{hexcode}.svg").read_text(), hexcode)
+    out = []
+    for stroke in strokes:
+        if stroke.filled or len(stroke.points) < 2:
+            continue
+        step = max(1, len(stroke.points) // max_points)
+        points = stroke.points[::step].tolist() + [stroke.points[-1].tolist()]
+        out.append([(float(x), float(y)) for x, y in points])
+    return out
+
+
+@pytest.mark.parametrize("hexcode", ["1F40C"])  # snail: an emoji of the gallery
+def test_drawing_an_emoji_finds_its_photo(service_url: str, hexcode: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with headless_chromium() as driver:
+        driver.get(f"{service_url}/ui/")
+        wait_for_state(driver, "idle", timeout=30)
+        assert "174" in driver.find_element(By.TAG_NAME, "header").text  # the page read /info
+        canvas = driver.find_element(By.ID, "pad")
+        draw_strokes(driver, canvas, line_art(hexcode), size=VIEWBOX)
+        wait_for_state(driver, "done", previous_searches=0, timeout=60)
+        cards = driver.find_elements(By.CSS_SELECTOR, "#results .result")
+        shown = [card.get_attribute("data-instance-id") for card in cards]
+        assert len(cards) == 12 and hexcode in shown, f"{hexcode} not among the results shown: {shown}"
+        cards[shown.index(hexcode)].click()
+        explanation = driver.find_element(By.ID, "explanation")
+        WebDriverWait(driver, 20).until(lambda _: "explain capability" in explanation.text)  # HOG has no explain capability: the page shows the 4xx message
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOT))
+    assert Path(SCREENSHOT).stat().st_size > 10_000
