@@ -29,7 +29,7 @@ from torch import nn
 from models.backbones import create_backbone
 from models.data import style_jitter
 from models.imaging import EdgeMap
-from models.interface import Preprocess
+from models.interface import Preprocess, RetrievalModel
 from models.losses import SketchMemoryBank, cross_modal_infonce, supervised_contrastive
 from models.method import Batch, Method, register_method
 
@@ -206,3 +206,13 @@ class DSN(Method):
 
     def encoders(self, net: nn.Module) -> tuple[nn.Module, nn.Module]:
         return _DomainEncoder(net, "sketch"), _DomainEncoder(net, "photo")
+
+    def export(self, net: nn.Module, device: str | torch.device = "cpu") -> RetrievalModel:
+        """With a spatial feature map (a cut backbone, or ``pool: flatten``) the model can explain its matches."""
+        if self.config.feature_level is None and self.config.pool != "flatten":
+            return super().export(net, device)
+        from models.dsn_explain import ExplainableDSN
+
+        sketch, photo = self.encoders(net)
+        return ExplainableDSN(net, sketch, photo, self.preprocess(), self.embedding_dim, name=self.name,
+                              device=device)

@@ -107,7 +107,7 @@ class RetrievalIndex:
         if self._spec.kind != "exact":
             return _sort_candidates(*self._index.search(queries, kp))
         out_s, out_i = np.empty((len(queries), kp), np.float32), np.empty((len(queries), kp), np.int64)
-        todo, depth = np.arange(len(queries)), min(n, kp + 16)
+        todo, depth = np.arange(len(queries)), min(n, kp + 1)  # one more than k shows a tie at the k-th place
         while todo.size:  # deepen until no tie straddles the k-th place (or the whole gallery is in)
             s, i = self._index.search(queries[todo], depth)
             done = (s[:, kp - 1] > s[:, depth - 1]) | (depth >= n)

@@ -134,9 +134,13 @@ class SearchBundle:
                             f"its capabilities: {', '.join(self.capabilities)}", 422)
         photo = self.photo(photo_id)
         explanation = model.explain(sketch, photo, top=top)
-        picture = draw_explanation(sketch, photo, explanation)
+        # drawn over what the encoders saw (ink-normalised, padded square), so patches line up with the grid
+        picture = draw_explanation(self._model_view(sketch, "sketch"), self._model_view(photo, "photo"), explanation)
         return {**explanation.to_dict(), "photo_id": photo_id, "method": self.meta["champion"]["method"],
                 "picture": png_data_url(picture)}
+
+    def _model_view(self, image: Image.Image, domain: str) -> Image.Image:
+        return Image.fromarray(self.sketch_model.preprocess(domain).load(image).permute(1, 2, 0).numpy())
 
     def synthesize(self, sketch: Image.Image) -> dict[str, Any]:
         """A photo-like picture assembled from gallery patches, where the model supports it."""

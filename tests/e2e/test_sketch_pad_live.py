@@ -52,3 +52,24 @@ def test_drawing_an_emoji_finds_its_photo(service_url: str, hexcode: str) -> Non
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOT))
     assert Path(SCREENSHOT).stat().st_size > 10_000
+
+
+def test_clicking_a_result_shows_the_explanation_picture(tiny_openmoji: Path, tmp_path: Path) -> None:
+    """With a model that can explain (DSN), the clicked result's patch correspondences appear as a picture."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from serving_support import bentoml_server, make_bundle
+
+    home, bundle = make_bundle(tmp_path / "dsn", tiny_openmoji / "images" / "photo", model="dsn")
+    with bentoml_server("serving.service:SketchSearch", home, tmp_path / "dsn.log",
+                        {"ZSSBIR_BUNDLE": str(bundle)}) as (url, _), headless_chromium() as driver:
+        driver.get(f"{url}/ui/")
+        wait_for_state(driver, "idle", timeout=30)
+        draw_strokes(driver, driver.find_element(By.ID, "pad"), line_art("1F40C"), size=VIEWBOX)
+        wait_for_state(driver, "done", previous_searches=0, timeout=60)
+        driver.find_elements(By.CSS_SELECTOR, "#results .result")[0].click()
+        picture = driver.find_element(By.ID, "explanation-img")
+        WebDriverWait(driver, 30).until(lambda _: (picture.get_attribute("src") or "").startswith("data:image/png"))
+        width = driver.execute_script("return arguments[0].naturalWidth;", picture)
+        assert width > 200  # sketch and photo side by side with their heatmaps and matched patches
+        driver.save_screenshot(str(SCREENSHOT.with_name("sketch_pad_explanation.png")))

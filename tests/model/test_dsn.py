@@ -254,3 +254,29 @@ def test_method_contract_groups_and_registry(data: TrainSplit) -> None:
         get_method("nope")
     with pytest.raises(TypeError, match="DSNConfig"):
         DSN({"image_size": 32})
+
+
+def test_explanation_decomposes_the_served_score_into_patch_pairs(tiny_openmoji: Path) -> None:
+    from PIL import Image
+
+    from models.interface import MatchExplainer
+
+    method = _method(image_size=32, pool="flatten", feature_level=2, pretrained=None)
+    model = method.export(method.build(4, load_pretrained=False).eval())
+    assert isinstance(model, MatchExplainer) and model.capabilities == {"explain"}
+    frame = read_manifest(tiny_openmoji).frame
+    sketch = Image.open(tiny_openmoji / frame[frame["domain"] == "sketch"]["path"].iloc[0])
+    photo = Image.open(tiny_openmoji / frame[frame["domain"] == "photo"]["path"].iloc[0])
+    explanation = model.explain(sketch, photo, top=5)
+    cosine = float((model.encode([sketch], "sketch") @ model.encode([photo], "photo").T)[0, 0])
+    assert explanation.score == pytest.approx(cosine, abs=1e-5)  # the parts add up to the served score
+    assert explanation.sketch_grid == explanation.photo_grid and len(explanation.sketch_grid) == 2
+    assert 0 < len(explanation.matches) <= 5
+    weights = [m.weight for m in explanation.matches]
+    assert weights == sorted(weights, reverse=True) and weights[0] > 0
+    assert explanation.sketch_heatmap.max() == pytest.approx(1.0)  # MatchExplanation checks grids and ranges
+
+
+def test_a_pooled_whole_network_has_no_explain_capability() -> None:
+    method = _method(image_size=32, pool="avg", feature_level=None, pretrained=None, backbone="timm:resnet18")
+    assert method.export(method.build(4, load_pretrained=False)).capabilities == frozenset()
