@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from serving.guards import RequestGuard, install_form_checks, refuse
 from serving.uploads import BadUpload, UploadLimits, decode_image
 
 BUNDLE = Path(os.environ.get("ZSSBIR_BUNDLE", "artifacts/serving/bundle"))
@@ -45,66 +44,11 @@ def _limits() -> UploadLimits:
                            for name, value in defaults.to_dict().items()})
 
 
-class RequestError(BentoMLException):
-    """A refused request: BentoML answers it with the status in ``error_code`` and ``{"error": message}``."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.error_code = HTTPStatus(status)
-
-
-def _refuse(error: BadUpload) -> RequestError:
-    return RequestError(str(error), error.status)
-
-
+install_form_checks()  # this module is BentoML's entry point: configuring its form parsing is its job
 MODELS = _bundle_meta()["champion"]["models"]
 ImageFile = Path  # any content type: the bytes are sniffed by Pillow (serving.uploads)
 web = FastAPI(title="zssbir sketch pad and gallery")
 web.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")
-
-
-class RequestGuard:
-    """ASGI middleware: refuse a declared body above the byte limit (413) before it is read, and give every
-    4xx the one error shape ``{"error": message}`` (BentoML 1.4.39 wraps its own in a one-element list)."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            response = JSONResponse({"error": f"request body of {length.decode(errors='replace')} bytes exceeds "
-                                              f"the limit of {self.max_bytes} bytes"}, status_code=413)
-            await response(scope, receive, send)
-            return
-        start: dict[str, Any] = {}
-        body: list[bytes] = []
-
-        async def reshape(message: dict) -> None:
-            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
-                start.update(message)
-                return
-            if not start:
-                await send(message)
-                return
-            body.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            payload = b"".join(body)
-            try:
-                document = json.loads(payload)
-                if isinstance(document, list) and len(document) == 1 and isinstance(document[0], dict):
-                    payload = json.dumps(document[0]).encode()
-            except ValueError:
-                pass
-            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-            await send({**start, "headers": [*headers, (b"content-length", str(len(payload)).encode())]})
-            await send({"type": "http.response.body", "body": payload})
-
-        await self.app(scope, receive, reshape)
 
 
 @bentoml.asgi_app(web, path="/")
@@ -132,7 +76,7 @@ class SketchSearch:
                 raise BadUpload(f"{field}: {size} bytes exceeds the limit of {self.limits.max_bytes} bytes", 413)
             return decode_image(path.read_bytes(), self.limits, field)
         except BadUpload as error:
-            raise _refuse(error) from None
+            raise refuse(error) from None
 
     def _encode(self, images: list[Path], domain: str) -> np.ndarray:
         pictures = [self._decode(path, f"images[{i}]") for i, path in enumerate(images)]
@@ -155,7 +99,7 @@ class SketchSearch:
         try:
             return self.bundle.search(picture, k, category)
         except BadUpload as error:
-            raise _refuse(error) from None
+            raise refuse(error) from None
 
     @bentoml.api
     def explain(self, sketch: ImageFile, photo_id: int) -> dict[str, Any]:
@@ -164,7 +108,7 @@ class SketchSearch:
         try:
             return self.bundle.explain(picture, photo_id)
         except BadUpload as error:
-            raise _refuse(error) from None
+            raise refuse(error) from None
 
     @bentoml.api
     def synthesize(self, sketch: ImageFile) -> dict[str, Any]:
@@ -173,7 +117,7 @@ class SketchSearch:
         try:
             return self.bundle.synthesize(picture)
         except BadUpload as error:
-            raise _refuse(error) from None
+            raise refuse(error) from None
 
     @web.get("/info")
     def info(self) -> dict[str, Any]:
@@ -191,4 +135,4 @@ class SketchSearch:
         return RedirectResponse("/ui/")
 
 
-SketchSearch.add_asgi_middleware(RequestGuard, max_bytes=_limits().max_bytes + 64 * 1024)
+SketchSearch.add_asgi_middleware(RequestGuard, image_bytes=_limits().max_bytes)

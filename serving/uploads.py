@@ -32,6 +32,11 @@ class UploadLimits:
                 "max_k": self.max_k}
 
 
+# The formats the service opens: the web's and cameras'. Others Pillow can read (EPS via
+# Ghostscript, DDS, SPIDER, …) are refused: every extra decoder is attack surface a sketch search does not need.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG opens multi-picture (MPO) files too
+
+
 class BadUpload(ValueError):
     """An upload the service refuses; ``status`` is the HTTP status to answer (400, 413 or 422)."""
 
@@ -62,7 +67,8 @@ def decode_image(data: bytes, limits: UploadLimits, field: str = "image") -> Ima
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            Image.init()  # registers every plugin (MPO, WebP, TIFF…); Image.open(formats=…) expects them loaded
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
             width, height = image.size
             if width < 1 or height < 1:
                 raise BadUpload(f"{field}: the image is {width}×{height} pixels; expected at least 1×1")
@@ -76,11 +82,12 @@ def decode_image(data: bytes, limits: UploadLimits, field: str = "image") -> Ima
     except BadUpload:
         raise
     except UnidentifiedImageError:
-        raise BadUpload(f"{field}: not an image Pillow can read ({len(data)} bytes starting "
+        raise BadUpload(f"{field}: not an image of an accepted format ({len(data)} bytes starting "
                         f"{data[:8]!r}); expected PNG, JPEG, WebP, GIF, BMP or TIFF") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadUpload(f"{field}: refused as a decompression bomb ({error})", 413) from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, MemoryError) as error:
+    except Exception as error:  # malformed bytes make Pillow's plugins raise anything: OSError, SyntaxError,
+        # EOFError, struct.error, NotImplementedError (DDS), AttributeError (SPIDER), …
         raise BadUpload(f"{field}: the image could not be decoded ({type(error).__name__}: {error}); "
                         "is the file truncated or corrupt?") from None
 
