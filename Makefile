@@ -65,6 +65,7 @@ bench: setup
 	python benchmarks/bench_train_data.py
 	python benchmarks/bench_data.py
 	python benchmarks/bench_index.py
+	python benchmarks/bench_serving.py
 
 clean:
 	rm -rf data artifacts dvclive .pytest_cache

@@ -6,8 +6,7 @@ batching), ``search``, ``explain``, ``synthesize``; GET ``/info``, ``/gallery/<i
 
 The encoders are ``BentoModel`` class attributes (so ``bentoml build`` packs them); their tags and the gallery
 come from the serving bundle (``ZSSBIR_BUNDLE``, default ``artifacts/serving/bundle``, written by the ``index``
-stage and shipped inside the Bento). Limits: ``ZSSBIR_MAX_BYTES``, ``ZSSBIR_MAX_PIXELS``, ``ZSSBIR_MAX_SIDE``,
-``ZSSBIR_MAX_K``.
+stage and shipped inside the Bento). Settings (threads, batching latency, upload limits): ``serving.settings``.
 """
 
 from __future__ import annotations
@@ -24,9 +23,10 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from serving.guards import RequestGuard, install_form_checks, refuse
-from serving.uploads import BadUpload, UploadLimits, decode_image
+from serving.schemas import Category, Explanation, ImageUpload, K, PhotoId, SearchResponse, Synthesis
+from serving.settings import API_THREADS, BUNDLE, MAX_LATENCY_MS, upload_limits
+from serving.uploads import BadUpload, decode_image
 
-BUNDLE = Path(os.environ.get("ZSSBIR_BUNDLE", "artifacts/serving/bundle"))
 STATIC = Path(__file__).with_name("static")
 
 
@@ -38,21 +38,15 @@ def _bundle_meta() -> dict[str, Any]:
     return json.loads(meta_file.read_text())
 
 
-def _limits() -> UploadLimits:
-    defaults = UploadLimits()
-    return UploadLimits(**{name: int(os.environ.get(f"ZSSBIR_{name.upper()}", value))
-                           for name, value in defaults.to_dict().items()})
-
-
 install_form_checks()  # this module is BentoML's entry point: configuring its form parsing is its job
 MODELS = _bundle_meta()["champion"]["models"]
-ImageFile = Path  # any content type: the bytes are sniffed by Pillow (serving.uploads)
+ImageFile = ImageUpload  # any content type: the bytes are sniffed by Pillow (serving.uploads)
 web = FastAPI(title="zssbir sketch pad and gallery")
 web.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")
 
 
 @bentoml.asgi_app(web, path="/")
-@bentoml.service(name="zssbir", traffic={"timeout": 60}, workers=1)
+@bentoml.service(name="zssbir", traffic={"timeout": 60}, workers=1, threads=API_THREADS)
 class SketchSearch:
     """Zero-shot sketch-based image retrieval: draw a sketch, get the matching gallery photos."""
 
@@ -64,8 +58,10 @@ class SketchSearch:
 
         from serving.bundle import SearchBundle
 
-        torch.set_num_threads(int(os.environ.get("ZSSBIR_TORCH_THREADS", os.cpu_count() or 1)))
-        self.limits = _limits()
+        # API_THREADS calls run at once: each gets its share of the cores
+        torch.set_num_threads(int(os.environ.get("ZSSBIR_TORCH_THREADS",
+                                                 max(1, (os.cpu_count() or 1) // API_THREADS))))
+        self.limits = upload_limits()
         self.bundle = SearchBundle(BUNDLE, self.sketch_encoder.path, self.photo_encoder.path,
                                    self.limits)
 
@@ -82,40 +78,41 @@ class SketchSearch:
         pictures = [self._decode(path, f"images[{i}]") for i, path in enumerate(images)]
         return self.bundle.encode(pictures, domain)
 
-    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=50)
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=MAX_LATENCY_MS)
     def encode_sketch(self, images: list[ImageFile]) -> np.ndarray:
         """L2-normalised sketch embeddings, one row per image (adaptive batching across requests)."""
         return self._encode(images, "sketch")
 
-    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=50)
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=MAX_LATENCY_MS)
     def encode_photo(self, images: list[ImageFile]) -> np.ndarray:
         """L2-normalised photo embeddings, one row per image (adaptive batching across requests)."""
         return self._encode(images, "photo")
 
     @bentoml.api
-    def search(self, sketch: ImageFile, k: int = 12, category: str | None = None) -> dict[str, Any]:
+    def search(self, sketch: ImageFile, k: K = 12, category: Category = None) -> SearchResponse:
         """The top-k gallery photos for a sketch: id, score, category, instance id, label and image URL."""
         picture = self._decode(sketch, "sketch")
         try:
-            return self.bundle.search(picture, k, category)
+            return SearchResponse.model_validate(self.bundle.search(picture, k, category))
         except BadUpload as error:
             raise refuse(error) from None
 
     @bentoml.api
-    def explain(self, sketch: ImageFile, photo_id: int) -> dict[str, Any]:
-        """The patch correspondences a sketch–photo match relies on, and their picture (PNG data URL)."""
+    def explain(self, sketch: ImageFile, photo_id: PhotoId) -> Explanation:
+        """The patch correspondences a sketch–photo match relies on, and their picture (PNG data URL); a 422
+        where the served model has no explain capability."""
         picture = self._decode(sketch, "sketch")
         try:
-            return self.bundle.explain(picture, photo_id)
+            return Explanation.model_validate(self.bundle.explain(picture, photo_id))
         except BadUpload as error:
             raise refuse(error) from None
 
     @bentoml.api
-    def synthesize(self, sketch: ImageFile) -> dict[str, Any]:
-        """A photo-like picture for the sketch from gallery patches, where the model supports it."""
+    def synthesize(self, sketch: ImageFile) -> Synthesis:
+        """A photo-like picture for the sketch from gallery patches; a 422 where the model cannot synthesize."""
         picture = self._decode(sketch, "sketch")
         try:
-            return self.bundle.synthesize(picture)
+            return Synthesis.model_validate(self.bundle.synthesize(picture))
         except BadUpload as error:
             raise refuse(error) from None
 
@@ -135,4 +132,4 @@ class SketchSearch:
         return RedirectResponse("/ui/")
 
 
-SketchSearch.add_asgi_middleware(RequestGuard, image_bytes=_limits().max_bytes)
+SketchSearch.add_asgi_middleware(RequestGuard, image_bytes=upload_limits().max_bytes)

@@ -1,0 +1,24 @@
+"""The service's settings, read from the environment once (defaults here, and nowhere else).
+
+``ZSSBIR_BUNDLE`` (the serving bundle), ``ZSSBIR_API_THREADS`` (API calls served at once), ``ZSSBIR_MAX_LATENCY_MS``
+(adaptive batching's latency budget: BentoML answers 503 to a request it predicts would wait longer; 50 ms kept CPU
+batches at ~4 requests and refused most of a 32-client load, benchmarks/results/serving_http.md), and the upload
+limits ``ZSSBIR_MAX_BYTES``, ``ZSSBIR_MAX_PIXELS``, ``ZSSBIR_MAX_SIDE``, ``ZSSBIR_MAX_K``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from serving.uploads import UploadLimits
+
+BUNDLE = Path(os.environ.get("ZSSBIR_BUNDLE", "artifacts/serving/bundle"))
+API_THREADS = int(os.environ.get("ZSSBIR_API_THREADS", "2"))
+MAX_LATENCY_MS = int(os.environ.get("ZSSBIR_MAX_LATENCY_MS", "2000"))
+
+
+def upload_limits() -> UploadLimits:
+    defaults = UploadLimits()
+    return UploadLimits(**{name: int(os.environ.get(f"ZSSBIR_{name.upper()}", value))
+                           for name, value in defaults.to_dict().items()})
