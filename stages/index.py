@@ -52,7 +52,7 @@ class IndexParams:
     splits: list[str] = field(default_factory=list)  # empty: every split
     folder: str = ""                                  # a user's photo folder instead of the dataset
     kind: str = "exact"                               # exact | hnsw | ivf | auto
-    approximate_above: int = 200_000                  # auto: HNSW above this many photos
+    approximate_above: int = 200_000                  # auto: IVF above this many photos
     recall_k: int = 100
     thumbnail_size: int = 128
     batch_size: int = 64
@@ -117,7 +117,8 @@ def build_bundle(registry: Registry, dataset: str, protocol: str, settings: Inde
     started = time.perf_counter()
     vectors = embed_paths(model, list(rows["file"]), "photo", settings.batch_size, settings.workers,
                           progress=progress)
-    kind = settings.kind if settings.kind != "auto" else ("hnsw" if len(rows) > settings.approximate_above
+    # auto: IVF, which beat HNSW at 1M (recall@100 0.9999 at 15.7x exact vs 0.98 at 9.3x; index_search.md)
+    kind = settings.kind if settings.kind != "auto" else ("ivf" if len(rows) > settings.approximate_above
                                                           else "exact")
     index = build_index(vectors, IndexSpec(kind=kind))
     quality: dict[str, Any] = {"kind": kind, "spec": as_params(index.spec)}
