@@ -25,7 +25,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def make_bundle(root: Path, photos: Path, model: str = "baseline_hog") -> tuple[Path, Path]:
+def make_bundle(root: Path, photos: Path, model: str = "baseline_hog", kind: str = "exact") -> tuple[Path, Path]:
     """(BENTOML_HOME, bundle dir): ``model`` (a baseline, no training needed) registered as champion, and the
     photos under ``photos`` (category = parent folder) indexed with it."""
     from models.checkpoint import save_baseline
@@ -46,7 +46,7 @@ def make_bundle(root: Path, photos: Path, model: str = "baseline_hog") -> tuple[
     registry = Registry(home)
     registry.register(folder, method=model, dataset="openmoji_zs", protocol=PROTOCOL, score=0.5,
                       metrics={}, params={}, git="test")
-    build_bundle(registry, "openmoji_zs", PROTOCOL, IndexParams(folder=str(photos), workers=0), bundle,
+    build_bundle(registry, "openmoji_zs", PROTOCOL, IndexParams(folder=str(photos), workers=0, kind=kind), bundle,
                  progress=False)
     return home, bundle
 
