@@ -12,11 +12,23 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PROJECT_LOGGERS = ("sbir", "models", "stages", "flows", "serving")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (a test harness may swap and close it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property decides
+        pass
+
+
 def setup_logging(level: int | str = logging.INFO) -> None:
     """Send records to stderr with timestamps (idempotent): the project's at ``level``, libraries' warnings only."""
     root = logging.getLogger()
     if not any(getattr(handler, "_zssbir", False) for handler in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
         handler._zssbir = True  # type: ignore[attr-defined]
         root.addHandler(handler)
