@@ -1,8 +1,9 @@
-"""End-to-end fixtures: Prefect's test harness (a temporary server and database, once per session) and one
+"""End-to-end fixtures: Prefect's test harness (a temporary server and database, once per module) and one
 pipeline project shared by the flow and schedule tests (each restores what it changes)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,12 +11,22 @@ import pytest
 from helpers import make_pipeline_project
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect_harness() -> Iterator[None]:
+    """Prefect's test harness for one module. Prefect 3.8.8's log and event workers register threading-exit
+    callbacks that a process forked later (a DataLoader worker of another test) also runs at its exit, and dies
+    of (exit code 1); they are dropped once the harness is gone."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+    threading._threading_atexits[:] = [callback for callback in threading._threading_atexits  # type: ignore
+                                       if not _owner_module(callback).startswith("prefect")]
+
+
+def _owner_module(callback: object) -> str:
+    target = getattr(callback, "func", callback)
+    return type(getattr(target, "__self__", None)).__module__
 
 
 @pytest.fixture(scope="session")
