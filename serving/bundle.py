@@ -11,7 +11,6 @@ import base64
 import io
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,8 @@ from models.interface import MatchExplainer, RetrievalModel
 from sbir.categories import normalize_category
 from sbir.explanations import draw_explanation
 from sbir.index import RetrievalIndex, top_k
+from serving.schemas import SearchHit
 from serving.uploads import BadUpload, UploadLimits, check_k
-
-
-@dataclass(frozen=True)
-class Hit:
-    rank: int
-    id: int
-    score: float
-    category: str
-    instance_id: str
-    label: str
-    image_url: str
 
 
 def png_data_url(image: Image.Image) -> str:
@@ -107,14 +96,15 @@ class SearchBundle:
             ids = found[0][found[0] >= 0]
         hits = [self.hit(rank, int(row), float(score)) for rank, (row, score)
                 in enumerate(zip(ids, scores[0][: len(ids)], strict=True), start=1)]
-        return {"results": [hit.__dict__ for hit in hits], "k": k, "gallery_size": self.size,
+        return {"results": [hit.model_dump() for hit in hits], "k": k, "gallery_size": self.size,
                 "model": {"method": self.meta["champion"]["method"], "version": self.meta["champion"]["version"]},
                 "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}
 
-    def hit(self, rank: int, row: int, score: float) -> Hit:
+    def hit(self, rank: int, row: int, score: float) -> SearchHit:
         entry = self.gallery.loc[row]
-        return Hit(rank, row, score, str(entry["category"]), str(entry["instance_id"]), str(entry["label"]),
-                   f"/gallery/{row}.png")
+        return SearchHit(rank=rank, id=row, score=score, category=str(entry["category"]),
+                         instance_id=str(entry["instance_id"]), label=str(entry["label"]),
+                         image_url=f"/gallery/{row}.png")
 
     def photo(self, photo_id: int) -> Image.Image:
         """The gallery photo's thumbnail (the bundle keeps thumbnails, not the originals)."""
