@@ -61,6 +61,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
+    if args.dataset and not args.force:
+        raise ValueError("--dataset needs --force (dvc repro register judges params evaluate.dataset)")
     if args.force:
         from stages.register import main as register
 
@@ -88,17 +90,26 @@ def cmd_champion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_champion(args: argparse.Namespace) -> int:
+    """Rebuild the serving bundle and the Bento for the new champion (the ledger is outside DVC's view)."""
+    if args.no_rebuild:
+        print("serving bundle and Bento left as they are (--no-rebuild): `dvc repro --force index package` later")
+        return 0
+    return _dvc("repro", "--force", "--single-item", "index") or _dvc("repro", "--force", "--single-item", "package")
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     record = _registry().promote(args.version, reason=args.reason)
     print(f"champion of {record['dataset']} / {record['protocol']} is now {record['method']} {record['version']}")
-    return 0
+    return _serve_champion(args)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     dataset, protocol = _protocol_and_dataset(args)
     record = _registry().rollback(dataset, protocol, to=args.to)
-    print(f"rolled back: champion of {dataset} / {protocol} is now {record['method']} {record['version']}")
-    return 0
+    print(f"rolled back: champion of {dataset} / {protocol} is now {record['method']} {record['version']} "
+          "(the gate will not promote the rolled-back model again; `zssbir promote` can)")
+    return _serve_champion(args)
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -171,10 +182,12 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--history", type=int, default=10, help="how many history events to show")
         else:
             sub.add_argument("--to", help="an earlier champion's version (default: the one before)")
+            sub.add_argument("--no-rebuild", action="store_true", help="do not rebuild the serving bundle and Bento")
 
     promote = commands.add_parser("promote", help="make a registered version the champion, whatever its score")
     promote.add_argument("version", help="registered version (a unique prefix is enough)")
     promote.add_argument("--reason", default="promoted by hand")
+    promote.add_argument("--no-rebuild", action="store_true", help="do not rebuild the serving bundle and Bento")
     promote.set_defaults(handler=cmd_promote)
 
     scheduler = commands.add_parser("scheduler", help="Prefect server + the training flow on a schedule")

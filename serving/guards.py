@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as FormError
 
-from serving.uploads import BadUpload
+from serving.uploads import BadUpload, decode_image
 
 
 class RequestError(BentoMLException):
@@ -52,7 +52,27 @@ class UploadFormSerde(MultipartSerde):
             if is_file and name not in cls.multipart_fields:
                 raise RequestError(f"{name}: expected a text value, got a file" if name in cls.model_fields else
                                    f"{name}: not a field of this API; it takes {fields}")
+        if request.url.path in BATCHED_ROUTES:
+            await _check_images(form)
         return await super().parse_request(request, cls)
+
+
+BATCHED_ROUTES = ("/encode_sketch", "/encode_photo")
+
+
+async def _check_images(form: Any) -> None:
+    """Decode every image of one request before adaptive batching merges it with other clients' requests: a bad
+    image must fail its own request, not the merged batch."""
+    from serving.settings import upload_limits
+
+    limits = upload_limits()
+    for index, (name, value) in enumerate(item for item in form.multi_items() if isinstance(item[1], UploadFile)):
+        data = await value.read()
+        await value.seek(0)
+        try:
+            decode_image(data, limits, f"{name}[{index}]")
+        except BadUpload as error:
+            raise refuse(error) from None
 
 
 def install_form_checks() -> None:
@@ -87,7 +107,7 @@ class RequestGuard:
 
     def _too_large(self, size: str) -> JSONResponse:
         return JSONResponse({"error": f"request body of {size} bytes exceeds the limit of {self.image_bytes} bytes "
-                                      f"per image (plus {self.max_bytes - self.image_bytes} bytes of form)"},
+                                      f"of images per request (plus {self.max_bytes - self.image_bytes} bytes of form)"},
                             status_code=413)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

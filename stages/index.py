@@ -83,7 +83,7 @@ def gallery_rows(settings: IndexParams, root: Path = Path(".")) -> tuple[pd.Data
             raise FileNotFoundError(f"index.folder {folder} holds no images ({sorted(IMAGE_SUFFIXES)})")
         rows = pd.DataFrame({"path": [p.relative_to(folder).as_posix() for p in files], "file": files,
                              "category": [p.parent.name if p.parent != folder else "" for p in files],
-                             "instance_id": [p.stem for p in files]})
+                             "instance_id": [p.stem for p in files], "label": [p.stem for p in files]})
         return rows, None
     manifest = read_manifest(root / paths.prepared_dir(settings.dataset))
     frame = manifest.frame
@@ -91,6 +91,7 @@ def gallery_rows(settings: IndexParams, root: Path = Path(".")) -> tuple[pd.Data
         frame = frame[frame["split"].isin(settings.splits)]
     rows = frame[frame["domain"] == "photo"].loc[:, ["path", "category", "instance_id"]].reset_index(drop=True)
     rows["file"] = [manifest.resolve(p) for p in rows["path"]]
+    rows["label"] = [emoji_label(i) if settings.dataset.startswith("openmoji") else i for i in rows["instance_id"]]
     sketches = frame[frame["domain"] == "sketch"].head(1000).copy()
     sketches["file"] = [manifest.resolve(p) for p in sketches["path"]]
     return rows, sketches
@@ -131,7 +132,6 @@ def build_bundle(registry: Registry, dataset: str, protocol: str, settings: Inde
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     index.save(tmp / "index.faiss")
-    rows["label"] = [emoji_label(i) for i in rows["instance_id"]]
     rows.drop(columns="file").rename_axis("id").reset_index().to_parquet(tmp / "gallery.parquet", index=False)
     write_thumbnails(list(rows["file"]), tmp / "thumbs", settings.thumbnail_size)
     meta = {"champion": {key: champion[key] for key in ("version", "method", "dataset", "protocol", "score",

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = args.dataset or section(params, "evaluate")["dataset"]
         registry = Registry(os.environ["BENTOML_HOME"])
         decision, scores = register_best(dataset, settings, registry, params, args.models)
-    except (ConfigError, CheckpointError, RegistryError, OSError) as error:
+    except (ConfigError, CheckpointError, RegistryError, OSError, ValueError) as error:  # ValueError: bad JSON
         log.error("%s", error)
         return 2
     verdict = "promoted to champion" if decision.promoted else "registered, not promoted"

@@ -95,6 +95,11 @@ def content_version(checkpoint: Path, dataset: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def _score(record: dict[str, Any], protocol: str) -> float:
+    """A registration's score under ``protocol`` (older ledger entries hold only the first one's)."""
+    return record.get("evaluations", {}).get(protocol, record["score"])
+
+
 def champion_key(dataset: str, protocol: str) -> str:
     return f"{dataset}|{protocol}"
 
@@ -195,34 +200,40 @@ class Registry:
             self._clean_staging()
             if known is None:
                 ledger["registrations"][version] = record
-            decision = self._gate(ledger, version, margin, already=known is not None)
+            # a model is judged per protocol: a changed metric or a re-evaluation updates its score for that one
+            ledger["registrations"][version].setdefault("evaluations", {})[protocol] = score
+            decision = self._gate(ledger, version, margin, protocol, already=known is not None)
             self._write(ledger)
             _fault("ledger_written")
         return decision
 
-    def _gate(self, ledger: dict[str, Any], version: str, margin: float, already: bool) -> Decision:
-        """Promote ``version`` if it beats its (dataset, protocol) champion by more than ``margin``; log it."""
+    def _gate(self, ledger: dict[str, Any], version: str, margin: float, protocol: str,
+              already: bool) -> Decision:
+        """Promote ``version`` if it beats its (dataset, protocol) champion by more than ``margin`` and was not
+        rolled back by hand; log the decision."""
         record = ledger["registrations"][version]
-        key = champion_key(record["dataset"], record["protocol"])
+        score = record["evaluations"][protocol]
+        key = champion_key(record["dataset"], protocol)
         lineage = ledger["champions"].setdefault(key, [])
         current = lineage[-1] if lineage else None
         base = {"version": version, "method": record["method"], "dataset": record["dataset"],
-                "protocol": record["protocol"], "score": record["score"], "already_registered": already}
+                "protocol": protocol, "score": score, "already_registered": already}
         if current == version:
             return Decision(**base, promoted=False, reason="already the champion", previous=current,
-                            previous_score=record["score"])
-        if current is None:
-            promoted, reason, previous_score = True, "no champion yet", None
+                            previous_score=score)
+        previous_score = _score(ledger["registrations"][current], protocol) if current else None
+        if version in ledger.get("rolled_back", {}).get(key, []):
+            promoted, reason = False, f"rolled back by hand earlier; `zssbir promote {version}` restores it"
+        elif current is None:
+            promoted, reason = True, "no champion yet"
         else:
-            previous_score = ledger["registrations"][current]["score"]
-            delta = record["score"] - previous_score
+            delta = score - previous_score
             promoted = delta > margin
-            reason = (f"{record['protocol']} {record['score']:.4f} vs champion {previous_score:.4f} "
-                      f"({delta:+.4f}; needs > {margin:+.4f})")
+            reason = f"{protocol} {score:.4f} vs champion {previous_score:.4f} ({delta:+.4f}; needs > {margin:+.4f})"
         if promoted:
             lineage.append(version)
         ledger["history"].append({"at": _now(), "event": "promoted" if promoted else "not_promoted", "key": key,
-                                  "version": version, "previous": current, "score": record["score"],
+                                  "version": version, "previous": current, "score": score,
                                   "previous_score": previous_score, "reason": reason})
         return Decision(**base, promoted=promoted, reason=reason, previous=current, previous_score=previous_score)
 
@@ -242,6 +253,8 @@ class Registry:
             key = champion_key(record["dataset"], record["protocol"])
             lineage = ledger["champions"].setdefault(key, [])
             previous = lineage[-1] if lineage else None
+            if version in ledger.get("rolled_back", {}).get(key, []):
+                ledger["rolled_back"][key].remove(version)
             if previous != version:
                 lineage.append(version)
                 ledger["history"].append({"at": _now(), "event": "promoted", "key": key, "version": version,
@@ -263,9 +276,11 @@ class Registry:
                 raise RegistryError(f"{target} was never a champion of {dataset} / {protocol} before the current "
                                     f"one; earlier champions: {lineage[:-1]}")
             replaced = lineage[-1]
+            rolled_back = ledger.setdefault("rolled_back", {}).setdefault(key, [])
+            rolled_back += [v for v in lineage[lineage.index(target) + 1:] if v not in rolled_back]
             del lineage[lineage.index(target) + 1:]
             ledger["history"].append({"at": _now(), "event": "rollback", "key": key, "version": target,
-                                      "previous": replaced, "score": ledger["registrations"][target]["score"],
+                                      "previous": replaced, "score": _score(ledger["registrations"][target], protocol),
                                       "reason": "rolled back by hand"})
             self._write(ledger)
             return ledger["registrations"][target]

@@ -133,3 +133,29 @@ def test_a_registration_killed_at_any_point_leaves_the_store_consistent(registry
     assert registry.champion("openmoji_zs", PROTOCOL)["version"] == decision.version
     assert registry.check() == [] and not registry.staging_dir.exists()
     assert len(registry.stored_models()) == 4
+
+
+def test_a_rolled_back_champion_is_not_promoted_again_by_the_gate(registry: Registry, tmp_path: Path) -> None:
+    first = register(registry, model_folder(tmp_path, "a", 1), 0.4)
+    better = model_folder(tmp_path, "b", 2)
+    assert register(registry, better, 0.6).promoted
+    registry.rollback("openmoji_zs", PROTOCOL)
+    again = register(registry, better, 0.6)  # the next pipeline run registers the same model
+    assert not again.promoted and "rolled back by hand" in again.reason
+    assert registry.champion("openmoji_zs", PROTOCOL)["version"] == first.version
+    registry.promote(again.version)  # only a person restores it
+    assert registry.champion("openmoji_zs", PROTOCOL)["version"] == again.version
+    registry.rollback("openmoji_zs", PROTOCOL)
+    registry.promote(again.version)
+    assert register(registry, better, 0.6).reason == "already the champion"
+
+
+def test_a_new_protocol_is_gated_under_its_own_champion(registry: Registry, tmp_path: Path) -> None:
+    folder = model_folder(tmp_path, "a", 1)
+    register(registry, folder, 0.5)
+    other = registry.register(folder, method="a", dataset="openmoji_zs", protocol="zero_shot/p_100/k/query",
+                              score=0.2, metrics={}, params={}, git="g")
+    assert other.promoted and other.protocol == "zero_shot/p_100/k/query" and other.score == 0.2
+    assert registry.champion("openmoji_zs", "zero_shot/p_100/k/query")["version"] == other.version
+    assert registry.ledger()["registrations"][other.version]["evaluations"] == {PROTOCOL: 0.5,
+                                                                               "zero_shot/p_100/k/query": 0.2}

@@ -328,3 +328,17 @@ def test_small_server_survived_without_server_errors(small_server: Any):
     assert process.poll() is None
     assert http.get("/livez").status_code == 200
     assert "status=5" not in log.read_text(errors="replace")
+
+
+def test_a_bad_image_fails_only_its_own_request_in_a_batch(service_url: str) -> None:
+    """Adaptive batching merges concurrent encode requests; a bad one is refused before it joins the batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(data: bytes) -> int:
+        files = [("images", ("x.png", data, "image/png"))]
+        return httpx.post(f"{service_url}/encode_sketch", files=files, timeout=60).status_code
+
+    bodies = [good_png()] * 12 + [b"not an image"] * 4
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(post, bodies))
+    assert statuses[:12] == [200] * 12 and statuses[12:] == [400] * 4
