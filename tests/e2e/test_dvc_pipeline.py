@@ -111,10 +111,11 @@ def test_only_what_a_change_touches_re_runs(project: Path) -> None:
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         assert _changed(project) == set()  # how runs are carried out never re-trains or re-embeds
         dsn_module.write_text(dsn_text + "\n# an edit\n")
-        assert _changed(project) == {"train@dsn", "embed@dsn"}  # not the baselines, nor their evaluation
+        # not the baselines, nor their evaluation; the serving bundle and the Bento ship the models' code
+        assert _changed(project) == {"train@dsn", "embed@dsn", "index", "package"}
         params["baseline_hog"]["pixels_per_cell"] = 16
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-        assert _changed(project) == {"train@dsn", "embed@dsn", "train@baseline_hog"}
+        assert _changed(project) == {"train@dsn", "embed@dsn", "index", "package", "train@baseline_hog"}
     finally:
         params_file.write_text(params_text)
         dsn_module.write_text(dsn_text)
