@@ -2,9 +2,12 @@
 
 Loads the model folder ``artifacts/checkpoints/<model>/`` (any method or baseline) and embeds every sketch and
 photo of ``test_unseen`` and ``test_seen`` through the model interface (images decoded in DataLoader workers),
-and the unseen sketches redrawn in other styles (``restyle@<dataset>``) where the dataset has them.
-Params: ``embed`` (runtime only: batch size and workers do not change the vectors); the dataset comes from the
-command line (``dvc.yaml`` passes ``evaluate.dataset``). Output: ``artifacts/embeddings/<dataset>/<model>/``.
+and the unseen sketches redrawn in other styles (``restyle@<dataset>``) where the dataset has them; then the
+photos of each photo-only gallery of ``evaluate.cross_galleries`` built for that dataset (e.g. ``twemoji`` for
+``openmoji_zs``), into ``galleries/<gallery>/`` of the same folder (cross-dataset evaluation).
+Params: ``embed`` (runtime only: batch size and workers do not change the vectors) and
+``evaluate.cross_galleries``; the dataset comes from the command line (``dvc.yaml`` passes ``evaluate.dataset``).
+Output: ``artifacts/embeddings/<dataset>/<model>/``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,11 @@ from models.embed import embed_paths
 from models.interface import RetrievalModel
 from sbir import paths
 from sbir.config import ConfigError, build, load_params, section
-from sbir.embeddings import manifest_rows, write_embeddings
+from sbir.embeddings import META_FILE, Embeddings, manifest_rows, read_embeddings, write_embeddings
 from sbir.env import apply_offline_defaults
 from sbir.logs import setup_logging
 from sbir.manifest import Manifest, ManifestError, manifest_fingerprint, read_manifest
+from stages.evaluate import EvaluateParams
 from stages.restyle import read_styles
 
 EMBEDDED_SPLITS = ("test_unseen", "test_seen")
@@ -72,6 +77,43 @@ def embed_dataset(model: RetrievalModel, manifest: Manifest, out_dir: Path, para
     return {**meta, "count": len(rows), "seconds": round(seconds, 1)}
 
 
+def applicable_galleries(dataset: str, names: Sequence[str]) -> dict[str, Manifest]:
+    """The prepared photo-only galleries among ``names`` that were built for ``dataset`` (others: logged, skipped)."""
+    galleries = {}
+    for name in names:
+        try:
+            gallery = read_manifest(paths.prepared_dir(name))
+        except ManifestError as error:
+            raise ManifestError(f"evaluate.cross_galleries lists '{name}': {error} (or drop it from the list)"
+                                ) from error
+        built_for = gallery.extra.get("gallery_for")
+        if built_for == dataset:
+            galleries[name] = gallery
+        else:
+            log.info("gallery %s was built for %s, not %s: skipped", name, built_for, dataset)
+    return galleries
+
+
+def embed_galleries(model: RetrievalModel, galleries: dict[str, Manifest], out_dir: Path, params: EmbedParams,
+                    progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Embed each gallery's test photos into ``galleries/<name>/`` of a model's embeddings folder ``out_dir``."""
+    return {name: embed_dataset(model, gallery, paths.gallery_embeddings_dir(out_dir, name), params, progress)
+            for name, gallery in galleries.items()}
+
+
+def stored_galleries(folder: Path, dataset: str, names: Sequence[str], out_dir: Path,
+                     progress: bool = True) -> dict[str, Embeddings]:
+    """The stored embeddings of each gallery of ``names`` built for ``dataset`` in a model's embeddings folder
+    ``out_dir``; those missing (runs outside the pipeline) are embedded first with the model of ``folder``."""
+    galleries = applicable_galleries(dataset, names)
+    missing = {n: g for n, g in galleries.items()
+               if not (paths.gallery_embeddings_dir(out_dir, n) / META_FILE).is_file()}
+    if missing:
+        log.info("no stored embeddings of %s on %s: embedding now", folder.name, sorted(missing))
+        embed_galleries(load_model(folder), missing, out_dir, EmbedParams(), progress)
+    return {n: read_embeddings(paths.gallery_embeddings_dir(out_dir, n), g) for n, g in galleries.items()}
+
+
 def model_folder(reference: str) -> Path:
     """A model name (its folder under artifacts/checkpoints) or a folder path."""
     path = Path(reference)
@@ -89,18 +131,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
-        params = build(EmbedParams, section(load_params(args.params), "embed", source=args.params),
-                       f"{args.params}: embed")
+        raw = load_params(args.params)
+        params = build(EmbedParams, section(raw, "embed", source=args.params), f"{args.params}: embed")
+        evaluate = build(EvaluateParams, section(raw, "evaluate", source=args.params), f"{args.params}: evaluate")
         folder = model_folder(args.model)
         model = load_model(folder)
         manifest = read_manifest(paths.prepared_dir(args.dataset))
-        summary = embed_dataset(model, manifest, args.out or paths.embeddings_dir(args.dataset, folder.name), params,
-                                progress=not args.no_progress, styles=read_styles(args.dataset),
-                                styles_root=paths.styles_dir(args.dataset))
+        galleries = applicable_galleries(args.dataset, evaluate.cross_galleries)
+        out_dir = args.out or paths.embeddings_dir(args.dataset, folder.name)
+        summary = embed_dataset(model, manifest, out_dir, params, progress=not args.no_progress,
+                                styles=read_styles(args.dataset), styles_root=paths.styles_dir(args.dataset))
+        summary["galleries"] = {name: done["count"] for name, done in
+                                embed_galleries(model, galleries, out_dir, params, not args.no_progress).items()}
     except (ConfigError, CheckpointError, ManifestError, BackboneError, OSError, ValueError, KeyError) as error:
         print(f"embed failed: {error}", file=sys.stderr)
         return 2
-    print(json.dumps({k: summary[k] for k in ("dataset", "count", "seconds")} | {"model": folder.name}))
+    print(json.dumps({k: summary[k] for k in ("dataset", "count", "seconds", "galleries")} | {"model": folder.name}))
     return 0
 
 

@@ -4,7 +4,8 @@ offending files, so ``dvc repro`` stops here.
 
 Checks: schema and types; every file exists and decodes; image sizes and modes; minimum images per category
 and domain; seen/unseen categories disjoint; no identical image (content hash) in train and a test split;
-every sketch's instance link resolves to a photo. Params: ``validate``. Output:
+every sketch's instance link resolves to a photo. A photo-only gallery (manifest metadata ``domains: [photo]``,
+e.g. ``twemoji``) must hold photos only and needs no sketches per category. Params: ``validate``. Output:
 ``data/reports/validation/<dataset>.json``.
 """
 
@@ -43,8 +44,8 @@ class ValidateParams:
     workers: int = 4
 
 
-def _suites(gx: Any, params: ValidateParams) -> dict[str, list[tuple[str, Any]]]:
-    """(check name, expectation) pairs per table the suite runs on."""
+def _suites(gx: Any, params: ValidateParams, domains: tuple[str, ...] = DOMAINS) -> dict[str, list[tuple[str, Any]]]:
+    """(check name, expectation) pairs per table the suite runs on (``domains``: those the dataset declares)."""
     from great_expectations.expectations.row_conditions import Column
 
     E = gx.expectations
@@ -56,7 +57,7 @@ def _suites(gx: Any, params: ValidateParams) -> dict[str, list[tuple[str, Any]]]
         *[(f"schema: {c} not null", E.ExpectColumnValuesToNotBeNull(column=c))
           for c in ("path", "domain", "category", "split", "content_hash")],
         ("schema: path unique", E.ExpectColumnValuesToBeUnique(column="path")),
-        ("schema: domain values", E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(DOMAINS))),
+        ("schema: domain values", E.ExpectColumnValuesToBeInSet(column="domain", value_set=list(domains))),
         ("schema: split values", E.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))),
         ("schema: content_hash is sha256", E.ExpectColumnValuesToMatchRegex(column="content_hash",
                                                                            regex=r"^[0-9a-f]{64}$")),
@@ -84,7 +85,8 @@ def _suites(gx: Any, params: ValidateParams) -> dict[str, list[tuple[str, Any]]]
 _ID_COLUMNS = {"images": "path", "groups": "group", "categories": "category"}
 
 
-def validate_frames(tables: dict[str, pd.DataFrame], params: ValidateParams) -> dict[str, Any]:
+def validate_frames(tables: dict[str, pd.DataFrame], params: ValidateParams,
+                    domains: tuple[str, ...] = DOMAINS) -> dict[str, Any]:
     """Run the suite on the fact tables; returns a JSON-ready report of every check."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -93,7 +95,7 @@ def validate_frames(tables: dict[str, pd.DataFrame], params: ValidateParams) -> 
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("manifest")
     checks: list[dict[str, Any]] = []
-    for table, expectations in _suites(gx, params).items():
+    for table, expectations in _suites(gx, params, domains).items():
         batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
         suite = context.suites.add(gx.ExpectationSuite(name=f"sbir_{table}"))
         for name, expectation in expectations:
@@ -119,14 +121,16 @@ def validate_dataset(prepared_dir: Path, params: ValidateParams, progress: bool 
     """Validate one prepared dataset: file facts, relations, then the GX suite."""
     manifest = read_manifest(prepared_dir)
     images = relation_facts(file_facts(manifest, workers=params.workers, progress=progress))
+    domains = tuple(manifest.extra.get("domains") or DOMAINS)  # a photo-only gallery declares ["photo"]
     groups = group_counts(images)
+    groups = groups[groups["domain"].isin(domains)].reset_index(drop=True)
     groups["minimum"] = groups["split"].map(params.min_images_per_category).fillna(1).astype(int)
     tables = {"images": images, "groups": groups, "categories": category_splits(images)}
-    report = validate_frames(tables, params)
+    report = validate_frames(tables, params, domains)
     errors = images.loc[images["error"] != "", ["path", "error"]].head(MAX_LISTED)
     root = manifest.image_root
     shown_root = root.relative_to(Path.cwd()) if root.is_relative_to(Path.cwd()) else root
-    report.update(dataset=manifest.dataset, images=len(images), image_root=str(shown_root),
+    report.update(dataset=manifest.dataset, images=len(images), domains=list(domains), image_root=str(shown_root),
                   decode_errors=errors.to_dict(orient="records"))
     return report
 

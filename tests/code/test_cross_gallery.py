@@ -1,0 +1,95 @@
+"""The cross-dataset gallery check: OpenMoji-ZS's unseen sketches against the Twemoji photos of the same emoji
+(``cross_gallery`` in metrics.json), from synthetic embeddings and through the embed and evaluate stages."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.checkpoint import save_baseline
+from models.registry import create_baseline
+from sbir import paths
+from sbir.datasets import create
+from sbir.embeddings import ROW_COLUMNS, Embeddings, read_embeddings
+from sbir.manifest import ManifestError, manifest_fingerprint, read_manifest
+from stages.evaluate import EvaluateParams, cross_gallery
+
+
+def _embeddings(items: list[tuple[str, str]], domain: str, n_instances: int, instances: list[str]) -> Embeddings:
+    """Rows (category, instance) with vectors = category one-hot + 0.3 × instance one-hot."""
+    vectors = np.zeros((len(items), 3 + n_instances), dtype=np.float32)
+    for row, (category, instance) in enumerate(items):
+        vectors[row, "abc".index(category)] = 1
+        if instance in instances:
+            vectors[row, 3 + instances.index(instance)] = 0.3
+    rows = pd.DataFrame({"row": range(len(items)), "path": [f"{i}.png" for _, i in items], "domain": domain,
+                         "split": "test_unseen", "category": [c for c, _ in items],
+                         "instance_id": [i for _, i in items], "style": ""}).loc[:, ROW_COLUMNS]
+    return Embeddings(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), rows, {"dataset": "twemoji"})
+
+
+def test_section_scores_category_and_same_emoji_hits() -> None:
+    gallery_items = [("a", "a1"), ("a", "a2"), ("b", "b1"), ("b", "b2"), ("c", "c1")]
+    instances = [i for _, i in gallery_items]
+    sketch_items = [("a", "a1"), ("a", "a2"), ("b", "b1"), ("b", "b2"), ("c", "c1"), ("c", "c1"), ("a", "a3")]
+    sketches = _embeddings(sketch_items, "sketch", len(instances), instances)
+    gallery = _embeddings(gallery_items, "photo", len(instances), instances)
+    report = cross_gallery(sketches.vectors, sketches.rows, {"twemoji": gallery}, set(), EvaluateParams())
+    section = report["twemoji"]
+    assert section["gallery_dataset"] == "twemoji"
+    assert section["n_queries"] == 7 and section["n_gallery"] == 5
+    assert section["map_all/sklearn/query"] == pytest.approx(1.0)
+    assert section["fg/acc@1/gallery"] == pytest.approx(1.0)
+    assert section["fg/n_excluded/gallery"] == 1  # the sketch of a3: the gallery has no photo of it
+    assert section["p_100/min_k_rel/query"] == pytest.approx(1.0)
+    # categories a model trained on leave the gallery (their sketches were dropped before)
+    dropped = cross_gallery(sketches.vectors, sketches.rows, {"twemoji": gallery}, {"c"}, EvaluateParams())
+    assert dropped["twemoji"]["n_gallery"] == 4 and dropped["twemoji"]["n_queries_no_relevant"] == 2
+
+
+@pytest.fixture
+def project(tiny_openmoji: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with the tiny OpenMoji-ZS, its Twemoji gallery, a HOG baseline folder and params."""
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    (tmp_path / "data/prepared/openmoji_zs").symlink_to(tiny_openmoji)
+    monkeypatch.chdir(tmp_path)
+    create("twemoji").prepare(paths.prepared_dir("twemoji"), progress=False)
+    save_baseline(paths.checkpoint_dir("baseline_hog"), "baseline_hog", {}, create_baseline("baseline_hog"))
+    (tmp_path / "params.yaml").write_text("embed: {workers: 0}\nevaluate: {generalised: false, grid_queries: 2}\n")
+    return tmp_path
+
+
+def test_embed_and_evaluate_stages_report_the_twemoji_gallery(project: Path) -> None:
+    from stages.embed import applicable_galleries, main as embed
+    from stages.evaluate import main as evaluate
+    from stages.report import summary_rows
+
+    assert embed(["--model", "baseline_hog", "--dataset", "openmoji_zs", "--no-progress"]) == 0
+    twemoji = read_manifest(paths.prepared_dir("twemoji"))
+    stored_dir = paths.gallery_embeddings_dir(paths.embeddings_dir("openmoji_zs", "baseline_hog"), "twemoji")
+    stored = read_embeddings(stored_dir, twemoji)
+    assert stored.meta["manifest_fingerprint"] == manifest_fingerprint(twemoji)
+    assert set(stored.rows["domain"]) == {"photo"} and len(stored.rows) == len(twemoji.frame)
+
+    assert evaluate(["--model", "baseline_hog", "--no-progress"]) == 0
+    document = json.loads((paths.eval_dir("openmoji_zs", "baseline_hog") / "metrics.json").read_text())
+    section = document["cross_gallery"]["twemoji"]
+    assert section["n_gallery"] == len(twemoji.frame) and section["n_queries"] == document["zero_shot"]["n_queries"]
+    assert section["fg/n_queries/gallery"] + section["fg/n_excluded/gallery"] == section["n_queries"]
+    assert 0 < section["map_all/sklearn/query"] < 1 and 0 <= section["fg/acc@1/gallery"] <= 1
+    row = summary_rows("openmoji_zs")[0]
+    assert row["Twemoji mAP"] == f"{section['map_all/sklearn/query']:.3f}"
+    assert row["Twemoji Acc@1"] == f"{section['fg/acc@1/gallery']:.3f}"
+
+    # outside the pipeline, missing gallery embeddings are computed on the fly
+    for file in stored_dir.iterdir():
+        file.unlink()
+    assert evaluate(["--model", "baseline_hog", "--no-progress"]) == 0
+    again = json.loads((paths.eval_dir("openmoji_zs", "baseline_hog") / "metrics.json").read_text())
+    assert again["cross_gallery"] == document["cross_gallery"]
+
+    assert applicable_galleries("sketchy21", ["twemoji"]) == {}  # built for openmoji_zs only
+    with pytest.raises(ManifestError, match="cross_galleries lists 'ghost'.*prepare stage"):
+        applicable_galleries("openmoji_zs", ["ghost"])
