@@ -7,7 +7,9 @@ batches as tensors (``Preprocess.normalize``), on its device. Optional capabilit
 a model implements or not (``isinstance(model, PairScorer)``):
 
 - ``PairScorer``: re-scores sketch–photo pairs (e.g. a relation network re-ranking a top-k);
-- ``MatchExplainer``: explains a match by patch correspondences (``sbir.explanations.MatchExplanation``).
+- ``MatchExplainer``: explains a match by patch correspondences (``sbir.explanations.MatchExplanation``);
+- ``PatchSynthesizer``: assembles a photo-like picture for a sketch from gallery patches (``sbir.explanations
+  .Synthesis``).
 
 Baselines implement the same interface, so they are evaluated, registered and served like trained methods.
 """
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sbir.explanations import MatchExplanation
+from sbir.explanations import MatchExplanation, Synthesis
 from sbir.images import square_rgb
 from sbir.ink import normalize_ink
 
@@ -91,7 +93,16 @@ class MatchExplainer(Protocol):
         """The score, the ``top`` strongest patch correspondences and per-patch heatmaps of one pair."""
 
 
-CAPABILITIES: dict[str, type] = {"score_pairs": PairScorer, "explain": MatchExplainer}
+@runtime_checkable
+class PatchSynthesizer(Protocol):
+    """Capability: a photo-like picture for a sketch, each sketch patch replaced by the photo patch it matches."""
+
+    def synthesize(self, sketch: Image.Image, photos: Sequence[Image.Image], size: int = 128) -> Synthesis:
+        """Patches drawn from ``photos`` (e.g. the sketch's top-k), at ``size`` pixels square."""
+
+
+CAPABILITIES: dict[str, type] = {"score_pairs": PairScorer, "explain": MatchExplainer,
+                                 "synthesize": PatchSynthesizer}
 
 
 class RetrievalModel(ABC):

@@ -59,6 +59,49 @@ class MatchExplanation:
                 "photo_heatmap": np.round(self.photo_heatmap, 4).tolist()}
 
 
+@dataclass(frozen=True)
+class Synthesis:
+    """A photo-like picture for a sketch, assembled from gallery photo patches (ZSE-SBIR's patch replacement).
+
+    ``sources[r, c]`` = (photo index, row, col): the gallery photo and its patch that cell (r, c) of the sketch's
+    grid was replaced by; ``weights[r, c]`` how strongly they matched."""
+
+    image: Image.Image
+    grid: tuple[int, int]
+    sources: np.ndarray  # (rows, cols, 3) int
+    weights: np.ndarray  # (rows, cols) float
+    num_photos: int
+
+    def __post_init__(self) -> None:
+        rows, cols = self.grid
+        if self.sources.shape != (rows, cols, 3) or self.weights.shape != (rows, cols):
+            raise ValueError(f"sources {self.sources.shape} / weights {self.weights.shape} do not fit the grid "
+                             f"{self.grid}")
+        photo, row, col = self.sources[..., 0], self.sources[..., 1], self.sources[..., 2]
+        if ((photo < 0) | (photo >= self.num_photos) | (row < 0) | (row >= rows) | (col < 0) | (col >= cols)).any():
+            raise ValueError(f"a source patch lies outside the {self.num_photos} photos' {self.grid} grids")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grid": list(self.grid), "sources": self.sources.tolist(),
+                "weights": np.round(self.weights, 4).tolist(), "num_photos": self.num_photos}
+
+
+def assemble_patches(photos: Sequence[Image.Image], sources: np.ndarray, size: int) -> Image.Image:
+    """The picture of ``Synthesis``: each cell of a ``size`` square copied from its source photo's cell."""
+    rows, cols = sources.shape[:2]
+    squares = [square_rgb(photo, size) for photo in photos]
+    canvas = Image.new("RGB", (size, size), "white")
+    for r in range(rows):
+        for c in range(cols):
+            index, source_r, source_c = (int(v) for v in sources[r, c])
+            box = (source_c * size // cols, source_r * size // rows, (source_c + 1) * size // cols,
+                   (source_r + 1) * size // rows)
+            patch = squares[index].crop(box)
+            target = (c * size // cols, r * size // rows, (c + 1) * size // cols, (r + 1) * size // rows)
+            canvas.paste(patch.resize((target[2] - target[0], target[3] - target[1])), target[:2])
+    return canvas
+
+
 def _overlay(image: Image.Image, heatmap: np.ndarray, size: int) -> Image.Image:
     """The image with the heatmap blended in red (nearest-cell upsampling keeps patch borders visible)."""
     base = square_rgb(image, size)
@@ -91,3 +134,18 @@ def draw_explanation(sketch: Image.Image, photo: Image.Image, explanation: Match
             draw.ellipse((x - 3, y - 3, x + 3, y + 3), outline=(30, 110, 230), width=2)
     draw.text((4, size + 4), f"score {explanation.score:.3f} · {len(explanation.matches)} matches", fill=(0, 0, 0))
     return ImageOps.expand(canvas, border=1, fill=(200, 200, 200))
+
+
+def explanation_sheet(rows: Sequence[tuple[str, Image.Image]], title: str) -> Image.Image:
+    """Labelled pictures (explanations, syntheses) stacked into one sheet, a caption above each."""
+    width = max((image.width for _, image in rows), default=200)
+    height = 24 + sum(image.height + 22 for _, image in rows)
+    sheet = Image.new("RGB", (width + 8, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((4, 4), title, fill=(0, 0, 0))
+    y = 24
+    for caption, image in rows:
+        draw.text((4, y + 4), caption, fill=(60, 60, 60))
+        sheet.paste(image, (4, y + 20))
+        y += image.height + 22
+    return sheet

@@ -19,7 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from models.checkpoint import load_model
-from models.interface import MatchExplainer, RetrievalModel
+from models.interface import MatchExplainer, PatchSynthesizer, RetrievalModel
 from sbir.categories import normalize_category
 from sbir.explanations import draw_explanation
 from sbir.index import RetrievalIndex, top_k
@@ -132,10 +132,15 @@ class SearchBundle:
     def _model_view(self, image: Image.Image, domain: str) -> Image.Image:
         return Image.fromarray(self.sketch_model.preprocess(domain).load(image).permute(1, 2, 0).numpy())
 
-    def synthesize(self, sketch: Image.Image) -> dict[str, Any]:
-        """A photo-like picture assembled from gallery patches, where the model supports it."""
-        synthesize = getattr(self.sketch_model, "synthesize", None)
-        if synthesize is None:
+    def synthesize(self, sketch: Image.Image, photos: int = 8) -> dict[str, Any]:
+        """A photo-like picture for the sketch, assembled from the patches of its top gallery photos (patch
+        replacement), where the model supports it; ``photo_ids`` are the photos the patches came from."""
+        model = self.sketch_model
+        if not isinstance(model, PatchSynthesizer):
             raise BadUpload(f"the served model ({self.meta['champion']['method']}) cannot synthesize; "
                             f"its capabilities: {', '.join(self.capabilities)}", 422)
-        return {"picture": png_data_url(synthesize(sketch, self)), "method": self.meta["champion"]["method"]}
+        _, found = self.index.search(self.encode([sketch], "sketch"), min(photos, self.size))
+        ids = [int(row) for row in found[0] if row >= 0]
+        synthesis = model.synthesize(sketch, [self.photo(row) for row in ids])
+        return {"picture": png_data_url(synthesis.image), "method": self.meta["champion"]["method"],
+                "photo_ids": ids, **synthesis.to_dict()}

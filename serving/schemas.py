@@ -64,3 +64,9 @@ class Explanation(BaseModel):
 class Synthesis(BaseModel):
     picture: str = Field(description="a photo-like picture assembled from gallery patches (PNG data URL)")
     method: str
+    photo_ids: list[int] = Field(description="the gallery photos the patches came from (the sketch's top photos)")
+    grid: list[int] = Field(description="rows, columns of the sketch's patch grid", examples=[[8, 8]])
+    sources: list[list[list[int]]] = Field(
+        description="per cell of the grid: [index into photo_ids, row, column] of the patch that replaced it")
+    weights: list[list[float]] = Field(description="per cell: how strongly the source patch matched")
+    num_photos: int

@@ -41,6 +41,13 @@ def make_bundle(root: Path, photos: Path, model: str = "baseline_hog", kind: str
 
         method = DSN(DSNConfig(image_size=32, pretrained=None, embedding_dim=32, projection_dim=16))
         save_method(folder, method, method.build(4, load_pretrained=False).eval(), {"train_categories": list("abcd")})
+    elif model == "zse":  # an untrained small ZSE-SBIR: explains, re-scores and synthesises
+        from models.checkpoint import save_method
+        from models.zse import ZSE, ZSEConfig
+
+        method = ZSE(ZSEConfig(image_size=32, pretrained=None, width=32, depth=1, heads=2, embedding_dim=16,
+                               relation_hidden=8))
+        save_method(folder, method, method.build(4, load_pretrained=False).eval(), {"train_categories": list("abcd")})
     else:
         save_baseline(folder, model, {}, create_baseline(model, {}))
     registry = Registry(home)

@@ -54,15 +54,28 @@ def test_drawing_an_emoji_finds_its_photo(service_url: str, hexcode: str) -> Non
     assert Path(SCREENSHOT).stat().st_size > 10_000
 
 
-def test_clicking_a_result_shows_the_explanation_picture(tiny_openmoji: Path, tmp_path: Path) -> None:
-    """With a model that can explain (DSN), the clicked result's patch correspondences appear as a picture."""
+@pytest.mark.parametrize("model", ["dsn", "zse"])
+def test_clicking_a_result_shows_the_explanation_picture(tiny_openmoji: Path, tmp_path: Path, model: str) -> None:
+    """With a model that can explain (DSN by its exact patch-pair decomposition, ZSE-SBIR by its relation
+    network), the clicked result's patch correspondences appear as a picture; ZSE-SBIR also synthesises."""
+    import httpx
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     from serving_support import bentoml_server, make_bundle
 
-    home, bundle = make_bundle(tmp_path / "dsn", tiny_openmoji / "images" / "photo", model="dsn")
-    with bentoml_server("serving.service:SketchSearch", home, tmp_path / "dsn.log",
+    home, bundle = make_bundle(tmp_path / model, tiny_openmoji / "images" / "photo", model=model)
+    with bentoml_server("serving.service:SketchSearch", home, tmp_path / f"{model}.log",
                         {"ZSSBIR_BUNDLE": str(bundle)}) as (url, _), headless_chromium() as driver:
+        sketch = next((tiny_openmoji / "images" / "sketch").glob("*/*.png")).read_bytes()
+        synthesis = httpx.post(f"{url}/synthesize", files={"sketch": ("s.png", sketch, "image/png")}, timeout=60)
+        if model == "zse":
+            body = synthesis.json()
+            assert synthesis.status_code == 200 and body["picture"].startswith("data:image/png")
+            assert body["grid"] == [4, 4] and len(body["photo_ids"]) == body["num_photos"] == 8
+            assert all(0 <= cell[0] < 8 and 0 <= cell[1] < 4 and 0 <= cell[2] < 4 for row in body["sources"]
+                       for cell in row)
+        else:
+            assert synthesis.status_code == 422 and "cannot synthesize" in synthesis.json()["error"]
         driver.get(f"{url}/ui/")
         wait_for_state(driver, "idle", timeout=30)
         draw_strokes(driver, driver.find_element(By.ID, "pad"), line_art("1F40C"), size=VIEWBOX)
@@ -72,4 +85,4 @@ def test_clicking_a_result_shows_the_explanation_picture(tiny_openmoji: Path, tm
         WebDriverWait(driver, 30).until(lambda _: (picture.get_attribute("src") or "").startswith("data:image/png"))
         width = driver.execute_script("return arguments[0].naturalWidth;", picture)
         assert width > 200  # sketch and photo side by side with their heatmaps and matched patches
-        driver.save_screenshot(str(SCREENSHOT.with_name("sketch_pad_explanation.png")))
+        driver.save_screenshot(str(SCREENSHOT.with_name(f"sketch_pad_explanation_{model}.png")))
