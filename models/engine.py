@@ -144,8 +144,10 @@ def _load_state(path: Path, ctx: Distributed) -> dict[str, Any] | None:
     return state
 
 
-def build_net(method: Method, config: TrainConfig, num_classes: int) -> nn.Module:
+def build_net(method: Method, config: TrainConfig, num_classes: int, categories: list[str] | None = None) -> nn.Module:
     """The network, initialised from the seed alone (the same on every rank)."""
+    if categories is not None:
+        method.use_categories(categories)
     torch.manual_seed(config.seed)
     return method.build(num_classes)
 
@@ -201,7 +203,7 @@ def train(method: Method, config: TrainConfig, runtime: RuntimeConfig, data: Tra
     if config.batch_size % ctx.world_size or config.batch_size // ctx.world_size < 2:
         raise ValueError(f"batch_size {config.batch_size} must split into {ctx.world_size} equal shards of >= 2")
     seed_everything(config.seed, runtime.num_threads)
-    net = (net or build_net(method, config, data.num_classes)).to(ctx.device)
+    net = (net or build_net(method, config, data.num_classes, data.categories)).to(ctx.device)
     if config.channels_last:  # convolutions follow their weights' layout; inputs need no conversion
         net = net.to(memory_format=torch.channels_last)
     sampler = PairSampler(data, config.batch_size, config.seed, config.sketches_per_category)

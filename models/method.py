@@ -25,7 +25,7 @@ from models.data import augment
 from models.interface import Preprocess, RetrievalModel, TorchRetrievalModel
 
 # method name → the module that registers it (imported on first use)
-BUILTIN: dict[str, str] = {"dsn": "models.dsn"}
+BUILTIN: dict[str, str] = {"dsn": "models.dsn", "clip_prompt": "models.clip.prompt", "zse": "models.zse"}
 _METHODS: dict[str, type[Method]] = {}
 
 
@@ -50,6 +50,10 @@ class Method(ABC):
         if not isinstance(config, self.config_class):
             raise TypeError(f"{self.name}: config must be {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
+
+    def use_categories(self, categories: list[str]) -> None:
+        """Called before ``build`` with the seen categories' names in label order. Methods that read them (e.g. a
+        classifier over the categories' text embeddings) keep them; by default they are not needed."""
 
     @abstractmethod
     def build(self, num_classes: int, load_pretrained: bool = True) -> nn.Module:

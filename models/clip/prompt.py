@@ -1,0 +1,256 @@
+"""CLIP prompt learning (Sain et al., CVPR 2023, "CLIP for All Things Zero-Shot Sketch-Based Image Retrieval,
+Fine-Grained or Not"): a frozen CLIP image tower shared by both domains, steered by learnable prompts.
+
+- CLIP: a published open_clip model (``clip: open_clip:ViT-B-32``, ``pretrained: openai`` or a local file) or
+  the pipeline's own small CLIP (``clip: artifacts/clip/<dataset>``, stage ``pretrain_clip``). Every CLIP
+  weight is frozen except the image tower's LayerNorms (LayerNorm tuning, ``layernorm_lr_factor``).
+- Deep visual prompts (VPT-deep): ``prompts`` learnable tokens per transformer layer, one set for sketches and
+  one for photos, inserted after the class token at every layer's input and replaced at the next layer
+  (``deep: false``: inserted once, at the first layer, as in the authors' released code).
+- Losses (``models.clip.losses``; each weighted in ``loss_weights``): a category-level triplet, an instance
+  triplet (the photo a sketch was drawn from), classification of the seen categories through CLIP's frozen text
+  tower (``text_template`` over the category names, encoded once into a buffer; logits = cosine · CLIP's logit
+  scale), the patch-shuffling triplet (views drawn in ``augment``) and the relative-distance regulariser.
+- Export: the sketch encoder uses the sketch prompts, the photo encoder the photo prompts; CLIP's projected
+  class token, L2-normalised, is the embedding. Inputs are standardised with CLIP's statistics. The exported
+  model explains matches (``models.clip.explain``).
+
+The network keeps the image tower (and its frozen weights) and the class text embeddings, not the text tower:
+a model folder rebuilds from its own config (the resolved ``architecture``) and weights, with no CLIP download.
+Measured on OpenMoji-ZS with the small CLIP: benchmarks/results/clip_tokenizer_ablation.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.backbones import OPENAI_MEAN, OPENAI_STD, BackboneError
+from models.clip.losses import (category_triplet, draw_permutations, instance_triplet, patch_shuffle,
+                                relative_distance_regulariser, shuffle_triplet)
+from models.clip.tower import architecture_of, build_visual, category_phrase, image_size_of, load_clip, text_features
+from models.interface import DOMAINS, Preprocess, RetrievalModel
+from models.method import Batch, Method, register_method
+
+METHOD = "clip_prompt"
+LOSS_TERMS = ("triplet", "instance", "classification", "shuffle", "relative")
+
+
+@dataclass
+class ClipPromptConfig:
+    """``params.yaml`` ``clip_prompt.model``; defaults = the small pipeline config."""
+
+    clip: str = "artifacts/clip/openmoji_zs"  # a CLIP folder (stage pretrain_clip) or open_clip:<architecture>
+    pretrained: str | None = None  # open_clip only: a tag (openai, laion2b_s34b_b79k...) or a local weights file
+    architecture: dict[str, Any] | None = None  # resolved from the CLIP when training starts; kept for rebuilding
+    prompts: int = 3  # learnable tokens per layer and domain
+    deep: bool = True  # a fresh set of prompts at every layer (VPT-deep); false: at the first layer only
+    text_template: str = "a picture of a {}"  # the small CLIP's captions; published CLIPs: "a photo of a {}"
+    margin: float = 0.2  # category triplet, cosine distance
+    instance_margin: float = 0.2
+    shuffle_grid: int = 2  # patch shuffling: a grid × grid layout of cells
+    shuffle_pairs: int = 16  # pairs per batch that also enter shuffled (the first ones of the random batch)
+    shuffle_margin: float = 0.2
+    relative_temperature: float = 0.1  # τ of the relative-distance regulariser
+    layernorm_lr_factor: float = 1.0  # the image tower's LayerNorms train at lr × this (authors: 0.1); prompts at lr
+    loss_weights: dict[str, float] = field(default_factory=lambda: {
+        "triplet": 1.0, "instance": 1.0, "classification": 0.5, "shuffle": 0.5, "relative": 0.5})
+
+
+def standardise(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] → CLIP's channel statistics (what the exported encoders receive)."""
+    mean = torch.tensor(OPENAI_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+class PromptedClip(nn.Module):
+    """A frozen CLIP image tower with per-domain deep prompts; unit embeddings and seen-category logits."""
+
+    def __init__(self, visual: nn.Module, config: ClipPromptConfig, num_classes: int,
+                 class_text: torch.Tensor | None = None, logit_scale: float = 100.0) -> None:
+        super().__init__()
+        if not hasattr(visual, "transformer") or not hasattr(visual.transformer, "resblocks"):
+            raise BackboneError(f"prompt learning needs an open_clip VisionTransformer, got {type(visual).__name__}")
+        self.config = config
+        self.visual = visual
+        visual.requires_grad_(False)
+        for module in visual.modules():  # LayerNorm tuning: only the image tower's LayerNorms learn
+            if isinstance(module, nn.LayerNorm):
+                module.requires_grad_(True)
+        width = int(visual.class_embedding.shape[-1])
+        depth = len(visual.transformer.resblocks) if config.deep else 1
+        patch = visual.patch_size[0] if isinstance(visual.patch_size, tuple) else int(visual.patch_size)
+        bound = math.sqrt(6.0 / (3 * patch * patch + width))  # VPT's (Xavier-uniform) prompt initialisation
+        self.prompts = nn.ParameterDict({domain: nn.Parameter(torch.empty(depth, config.prompts, width)
+                                                              .uniform_(-bound, bound)) for domain in DOMAINS})
+        embed_dim = int(visual.output_dim)
+        self.register_buffer("class_text", class_text.clone() if class_text is not None
+                             else torch.zeros(num_classes, embed_dim))
+        self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(int(g) for g in self.visual.grid_size)
+
+    def sequence(self, images: torch.Tensor, domain: str,
+                 capture_last: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Standardised images → the last layer's tokens ``[class, prompts, patches]`` and, with
+        ``capture_last``, the last layer's input as a leaf that requires grad (for attribution)."""
+        visual, prompts = self.visual, self.prompts[domain]
+        count = prompts.shape[1]
+        x = visual._embeds(images)  # class token + patch tokens, positions added, ln_pre applied
+        batch_first = getattr(visual.transformer, "batch_first", True)
+        blocks = visual.transformer.resblocks
+        captured = None
+        for index, block in enumerate(blocks):
+            if index < prompts.shape[0]:  # deep: this layer's prompts replace the previous layer's
+                rest = x[:, 1:] if index == 0 else x[:, 1 + count:]
+                x = torch.cat([x[:, :1], prompts[index].to(x.dtype).expand(len(x), -1, -1), rest], dim=1)
+            if capture_last and index == len(blocks) - 1:
+                x = captured = x.detach().requires_grad_(True)
+            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+        return x, captured
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The tower's own pooling and projection over the class and patch tokens (prompts left out)."""
+        count = self.prompts["sketch"].shape[1]
+        pooled, _ = self.visual._pool(torch.cat([tokens[:, :1], tokens[:, 1 + count:]], dim=1))
+        return pooled @ self.visual.proj if self.visual.proj is not None else pooled
+
+    def patch_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The last layer's patch tokens in the embedding space (ln_post and projection): (B, L, D)."""
+        patches = self.visual.ln_post(tokens[:, 1 + self.prompts["sketch"].shape[1]:])
+        return patches @ self.visual.proj if self.visual.proj is not None else patches
+
+    def embed(self, images: torch.Tensor, domain: str) -> torch.Tensor:
+        """Standardised images (B, 3, S, S) → unit embeddings (B, D)."""
+        return F.normalize(self.pool(self.sequence(images, domain)[0]), dim=-1)
+
+    def forward(self, sketches: torch.Tensor, photos: torch.Tensor, pairs: int) -> dict[str, torch.Tensor]:
+        """``pairs`` (sketch, photo) pairs first; after them the shuffled views: sketches (ψ), then photos (ψ)
+        and photos (ψ'). One tower call per domain."""
+        sketch, photo = self.embed(sketches, "sketch"), self.embed(photos, "photo")
+        shuffled = len(sketches) - pairs
+        main = torch.cat([sketch[:pairs], photo[:pairs]])
+        logits = self.logit_scale * main @ self.class_text.to(main.dtype).T
+        return {"sketch": sketch[:pairs], "photo": photo[:pairs], "logits": logits,
+                "sketch_shuffled": sketch[pairs:], "photo_shuffled": photo[pairs:pairs + shuffled],
+                "photo_other": photo[pairs + shuffled:]}
+
+
+def clip_prompt_losses(net: PromptedClip, out: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+    """Every loss term (unweighted) and their weighted sum under ``total``."""
+    config = net.config
+    s, p = out["sketch"].float(), out["photo"].float()
+    ls, lp, same = batch.sketch_labels, batch.photo_labels, batch.same_instance
+    shuffled = len(out["sketch_shuffled"])
+    terms = {
+        "triplet": category_triplet(s, p, ls, lp, config.margin),
+        "instance": instance_triplet(s, p, same, ls, lp, config.instance_margin),
+        "classification": F.cross_entropy(out["logits"].float(), torch.cat([ls, lp])),
+        "shuffle": shuffle_triplet(out["sketch_shuffled"].float(), out["photo_shuffled"].float(),
+                                   out["photo_other"].float(), same.diagonal()[:shuffled], config.shuffle_margin),
+        "relative": relative_distance_regulariser(s, p, same, ls, lp, config.relative_temperature),
+    }
+    unknown = set(config.loss_weights) - set(terms)
+    if unknown:
+        raise ValueError(f"unknown loss weight(s) {sorted(unknown)}; terms: {sorted(terms)}")
+    terms["total"] = sum(config.loss_weights.get(name, 0.0) * value for name, value in terms.items())
+    return terms
+
+
+class _DomainEncoder(nn.Module):
+    """One domain's encoder: the shared tower with that domain's prompts."""
+
+    def __init__(self, net: PromptedClip, domain: str) -> None:
+        super().__init__()
+        self.net = net
+        self.domain = domain
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.embed(images, self.domain)
+
+
+@register_method
+class ClipPrompt(Method):
+    """CLIP prompt learning behind the method contract."""
+
+    name = METHOD
+    config_class = ClipPromptConfig
+
+    def __init__(self, config: ClipPromptConfig) -> None:
+        super().__init__(config)
+        self.categories: list[str] | None = None
+
+    def use_categories(self, categories: list[str]) -> None:
+        self.categories = list(categories)
+
+    def architecture(self) -> dict[str, Any]:
+        """The CLIP's architecture: as resolved in the config, else read from the CLIP (no weights loaded)."""
+        return self.config.architecture or architecture_of(self.config.clip, self.config.pretrained)
+
+    def build(self, num_classes: int, load_pretrained: bool = True) -> PromptedClip:
+        if not load_pretrained:  # a checkpoint's weights (frozen tower and text buffer included) replace these
+            return PromptedClip(build_visual(self.architecture()), self.config, num_classes)
+        if self.categories is None or len(self.categories) != num_classes:
+            raise ValueError(f"{METHOD} needs the names of the {num_classes} seen categories before build "
+                             "(Method.use_categories; the engine passes them)")
+        model, architecture, tokenizer = load_clip(self.config.clip, self.config.pretrained)
+        if self.config.architecture is not None and self.config.architecture != architecture:
+            raise BackboneError(f"{self.config.clip}: its architecture differs from clip_prompt.model.architecture; "
+                                "leave that key out (it is filled from the CLIP)")
+        texts = [self.config.text_template.format(category_phrase(c)) for c in self.categories]
+        class_text = text_features(model, tokenizer, texts)
+        scale = float(model.logit_scale.detach().exp().clamp(max=100))
+        self.config = replace(self.config, architecture=architecture)
+        return PromptedClip(model.visual, self.config, num_classes, class_text, scale)
+
+    def preprocess(self) -> dict[str, Preprocess]:
+        plain = Preprocess(image_size=image_size_of(self.architecture()), mean=OPENAI_MEAN, std=OPENAI_STD)
+        return dict.fromkeys(DOMAINS, plain)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.architecture()["embed_dim"])
+
+    def augment(self, sketches: torch.Tensor, photos: torch.Tensor,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The augmented pairs, then the patch-shuffled views of the first ``shuffle_pairs`` pairs (ψ and ψ'
+        drawn from the step's generator, so a resumed run replays them)."""
+        sketches, photos = super().augment(sketches, photos, generator)
+        count = min(self.config.shuffle_pairs, len(sketches))
+        if count == 0 or self.config.shuffle_grid < 2 or self.config.loss_weights.get("shuffle", 0.0) == 0:
+            return sketches, photos
+        first, second = draw_permutations(count, self.config.shuffle_grid, generator)
+        grid = self.config.shuffle_grid
+        return (torch.cat([sketches, patch_shuffle(sketches[:count], first, grid)]),
+                torch.cat([photos, patch_shuffle(photos[:count], first, grid),
+                           patch_shuffle(photos[:count], second, grid)]))
+
+    def forward(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        return model(standardise(batch.sketches), standardise(batch.photos), len(batch.sketch_labels))
+
+    def losses(self, net: nn.Module, outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        return clip_prompt_losses(net, outputs, batch)
+
+    def param_groups(self, net: nn.Module, lr: float) -> list[dict[str, Any]]:
+        """The prompts at ``lr``, the image tower's LayerNorms at ``lr · layernorm_lr_factor``; nothing else."""
+        norms = [p for m in net.visual.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()]
+        return [{"params": list(net.prompts.parameters()), "lr": lr},
+                {"params": norms, "lr": lr * self.config.layernorm_lr_factor}]
+
+    def encoders(self, net: nn.Module) -> tuple[nn.Module, nn.Module]:
+        return _DomainEncoder(net, "sketch"), _DomainEncoder(net, "photo")
+
+    def export(self, net: nn.Module, device: str | torch.device = "cpu") -> RetrievalModel:
+        from models.clip.explain import ExplainableClipPrompt
+
+        sketch, photo = self.encoders(net)
+        return ExplainableClipPrompt(net, sketch, photo, self.preprocess(), self.embedding_dim, name=self.name,
+                                     device=device)
