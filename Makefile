@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
 # The stack runs offline and sends no telemetry (also set in sbir.env for direct Python use).
 export PATH := $(BIN):$(PATH)
@@ -17,20 +18,28 @@ export BENTOML_DO_NOT_TRACK := True
 export GX_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup setup-system run serve flow test test-fast bench clean
+.PHONY: setup setup-system run compare serve flow test test-fast bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(NODE_STAMP)
 
-# System packages: headless Chromium and its driver (Debian's) for the browser tests of the sketch pad.
-# Installed only when missing; sudo only when not root.
+# System packages: headless Chromium and its driver (Debian's) for the browser tests of the sketch pad, and
+# Node.js with npm for the artwork packages of package.json. Installed only when missing; sudo only when not root.
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup-system:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	@missing=""; \
+	if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then missing="chromium chromium-driver"; fi; \
+	if ! command -v npm >/dev/null 2>&1; then missing="$$missing nodejs npm"; fi; \
+	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			chromium chromium-driver; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# Artwork that datasets are built from, pinned by package-lock.json (Twemoji's SVGs for the twemoji gallery):
+# installed into node_modules/ without running install scripts; nothing is downloaded at run time.
+$(NODE_STAMP): package.json package-lock.json | setup-system
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
 
 $(STAMP): pyproject.toml requirements.lock | setup-system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,11 +47,14 @@ $(STAMP): pyproject.toml requirements.lock | setup-system
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test]"
 	touch $@
 
-# The pipeline on the embedded default (OpenMoji-ZS): every stage of dvc.yaml, cached by DVC.
+# The pipeline on the embedded default (OpenMoji-ZS), cached by DVC: the models of params.yaml `run.models`
+# (the best method and the baselines), then register, index and package; a summary table at the end.
 run: setup
-	dvc repro
-	dvc status
-	python -m stages.report
+	zssbir run
+
+# Every model of dvc.yaml (all three methods and the baselines, `dvc repro`), and the comparison table.
+compare: setup
+	zssbir run --all --table benchmarks/results/methods_openmoji_zs.md
 
 # The built Bento (make run builds it) on http://127.0.0.1:3000 (sketch pad at /ui/).
 serve: setup

@@ -34,16 +34,34 @@ def _protocol_and_dataset(args: argparse.Namespace) -> tuple[str, str]:
     return (args.dataset or params["evaluate"]["dataset"]), (args.metric or params["register"]["metric"])
 
 
+def quick_targets(repo: Path = Path(".")) -> list[list[str]]:
+    """``make run``'s ``dvc repro`` calls: params.yaml ``run.models`` evaluated (DVC runs what they need first),
+    then register, index and package on their own (``--single-item``: they must not pull in the other models)."""
+    from flows.dvc import pipeline_models
+    from sbir.config import load_params
+
+    known = pipeline_models(repo)
+    chosen = load_params(repo / "params.yaml").get("run", {}).get("models") or known
+    unknown = [model for model in chosen if model not in known]
+    if unknown:
+        raise ValueError(f"params.yaml run.models: unknown model(s) {unknown}; dvc.yaml's models are {known}")
+    return [["repro", *[f"evaluate@{model}" for model in chosen]],
+            *[["repro", "--single-item", stage] for stage in ("register", "index", "package")]]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """The whole pipeline: ``dvc repro`` and the summary table (``make run``), or once through the flow."""
+    """The quick path (``make run``): the models of params.yaml ``run.models`` through the pipeline, then the
+    summary table; ``--all``: every model of dvc.yaml (``dvc repro``, ``make compare``); ``--flow``: the flow."""
     if args.flow:
         return cmd_flow(args)
-    code = _dvc("repro")
-    if code == 0:
-        from stages.report import main as report
+    calls = [["repro"]] if args.all else quick_targets()
+    for call in calls:
+        code = _dvc(*call)
+        if code:
+            return code
+    from stages.report import main as report
 
-        code = report([])
-    return code
+    return report(["--markdown", str(args.table)] if args.table else [])
 
 
 def cmd_flow(args: argparse.Namespace) -> int:
@@ -151,6 +169,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="the whole pipeline (dvc repro + summary), or --flow: through Prefect")
     run.add_argument("--flow", action="store_true", help="run the training flow once instead of dvc repro")
+    run.add_argument("--all", action="store_true", help="every model of dvc.yaml (dvc repro), not only run.models")
+    run.add_argument("--table", type=Path, default=None, help="also write the summary table as Markdown here")
     run.set_defaults(handler=cmd_run)
 
     flow = commands.add_parser("flow", help="run the training flow once (validate → … → register, with a report)")

@@ -18,6 +18,9 @@ EVAL_ROOT = Path("artifacts/eval")
 STYLES_ROOT = Path("data/styles")
 REGISTER_ROOT = Path("artifacts/register")
 SERVING_ROOT = Path("artifacts/serving")
+CLIP_ROOT = Path("artifacts/clip")
+# Not a pipeline output: artwork installed by `make setup` (npm ci of package-lock.json), read by prepare.
+TWEMOJI_SVG = Path("node_modules/@twemoji/svg")
 # Not pipeline outputs: the model store (registry) and the Prefect database live beside the project.
 BENTOML_HOME = Path(".bentoml")
 PREFECT_HOME = Path(".prefect")
@@ -52,6 +55,12 @@ def embeddings_dir(dataset: str, model: str) -> Path:
     return EMBEDDINGS_ROOT / dataset / model
 
 
+def gallery_embeddings_dir(model_embeddings: Path, gallery: str) -> Path:
+    """A model's embeddings of a photo-only gallery (``evaluate.cross_galleries``), kept inside the folder of its
+    embeddings of the dataset the gallery was built for (``embeddings_dir``), so ``embed`` has one output."""
+    return Path(model_embeddings) / "galleries" / gallery
+
+
 def eval_dir(dataset: str, model: str) -> Path:
     return EVAL_ROOT / dataset / model
 
@@ -74,3 +83,8 @@ def bento_record() -> Path:
 def serving_bundle() -> Path:
     """What the Bento serves besides the encoders: the gallery index, its metadata and thumbnails."""
     return SERVING_ROOT / "bundle"
+
+
+def pretrained_clip_dir(dataset: str) -> Path:
+    """The small CLIP that ``pretrain_clip`` trains on a dataset's train split (prompt learning freezes it)."""
+    return CLIP_ROOT / dataset

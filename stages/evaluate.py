@@ -6,7 +6,8 @@ ZS-SBIR (unseen sketches against unseen + seen-category test photos). Where the 
 (``PairScorer``) and ``rerank_top_k`` > 0, each query's top-k is re-scored by it (``reranked`` in the report).
 Cross-dataset: evaluate a model trained on dataset A on dataset B (embedding B first if needed); categories of B
 that A trained on are reported, and excluded from the zero-shot numbers unless ``exclude_trained_categories``
-is false.
+is false. Cross-gallery: the same unseen sketches against each photo-only gallery of ``cross_galleries`` built
+for the dataset (``twemoji``: the same emoji drawn by other artists; ``cross_gallery`` in the report).
 
 Outputs in ``artifacts/eval/<dataset>/<model>/``: ``metrics.json`` (dvc metrics), ``pr.csv`` and ``pk.csv``
 (dvc plots), ``per_category.csv`` and ``grid.png`` (sketch queries with their top-k, hits marked).
@@ -18,6 +19,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -53,10 +55,12 @@ class EvaluateParams:
     ties: Literal["stable", "group"] = "stable"
     generalised: bool = True
     exclude_trained_categories: bool = True
-    rerank_top_k: int = 0
+    rerank_top_k: int = 20  # > 0: the top-k of models with a pair scorer (ZSE-SBIR) re-scored
     grid_queries: int = 8
     grid_top_k: int = 8
+    explain_queries: int = 2  # sample hits and as many misses: explanation sheets (models that can explain)
     seed: int = 0
+    cross_galleries: list[str] = field(default_factory=lambda: ["twemoji"])
 
     def __post_init__(self) -> None:
         request_for(self.protocols, has_instances=True)  # an unknown protocol fails here, before any work
@@ -80,6 +84,8 @@ def rerank(model: PairScorer, manifest: Manifest, sketches: pd.DataFrame, photos
     """Embedding scores with each query's top-k re-scored by the model's pair scorer and kept above the rest."""
     import torch
 
+    started = time.perf_counter()
+    log.info("re-scoring the top %d of %d queries with the pair scorer", k, len(sketches))
     scores = sketch_emb @ photo_emb.T
     _, top = top_k(sketch_emb, photo_emb, k)
     out = scores.copy()
@@ -89,11 +95,13 @@ def rerank(model: PairScorer, manifest: Manifest, sketches: pd.DataFrame, photos
         gallery = torch.stack([load_image(manifest.resolve(photos["path"].iloc[j]), photo_pre) for j in row])
         pair_scores = np.asarray(model.score_pairs(sketch.expand(len(row), -1, -1, -1), gallery), dtype=np.float32)
         out[query, row] = scores[query].max() + 1 + pair_scores - pair_scores.min()
+    log.info("re-scored %d pairs in %.1f s", top.size, time.perf_counter() - started)
     return out
 
 
 def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: EvaluateParams, out_dir: Path,
-                        trained: dict[str, Any] | None = None, model: RetrievalModel | None = None) -> dict[str, Any]:
+                        trained: dict[str, Any] | None = None, model: RetrievalModel | None = None,
+                        galleries: dict[str, Embeddings] | None = None) -> dict[str, Any]:
     """Compute and write every output of the stage from stored embeddings; returns the metrics document."""
     trained = trained or {}
     trained_categories = {normalize_category(c) for c in trained.get("train_categories", [])}
@@ -127,6 +135,8 @@ def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: Eval
         document["reranked"] = {"top_k": params.rerank_top_k, **reranked.summary(params.protocols)}
     if embeddings.styles:
         document["style_shift"] = style_shift(embeddings, photo_emb, photos, drop, document["zero_shot"], params)
+    if galleries:
+        document["cross_gallery"] = cross_gallery(sketch_emb, sketches, galleries, drop, params)
     seen_emb, seen_photos = embeddings.select(split="test_seen", domain="photo")
     if params.generalised and not seen_photos.empty:
         gallery = pd.concat([photos, seen_photos], ignore_index=True)
@@ -137,6 +147,8 @@ def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: Eval
                                     request=request_for(params.protocols, has_instances=has_fg), ties=params.ties)
         document["generalised"] = general.summary(params.protocols)
 
+    document["explanations"] = write_explanations(model, manifest, sketches, photos, sketch_emb, photo_emb, params,
+                                                  out_dir / "explanations")
     atomic_write_json(out_dir / "metrics.json", document)
     curves = result.mean_curves()
     _write_csv(out_dir / "pr.csv", pd.DataFrame({"recall": curves["recall"], "precision": curves["precision/query"],
@@ -178,6 +190,28 @@ def style_shift(embeddings: Embeddings, photo_emb: np.ndarray, photos: pd.DataFr
     return report
 
 
+def cross_gallery(sketch_emb: np.ndarray, sketches: pd.DataFrame, galleries: dict[str, Embeddings], drop: set[str],
+                  params: EvaluateParams) -> dict[str, dict[str, Any]]:
+    """The unseen sketches against each photo-only gallery's test_unseen photos (the same items drawn by other
+    artists): category-level metrics (same category = hit) and, where instance ids are shared, fine-grained Acc@K
+    (the sketch's own item = hit). Sketches of an item the gallery lacks count in ``fg/n_excluded/*``."""
+    report: dict[str, dict[str, Any]] = {}
+    q_inst = _instances(sketches, "q")
+    for name, gallery in galleries.items():
+        photo_emb, photos = gallery.select(split="test_unseen", domain="photo")
+        keep = _keep(photos, drop)
+        photo_emb, photos = photo_emb[keep], photos[keep].reset_index(drop=True)
+        if photos.empty:
+            raise EmbeddingsError(f"gallery {name}: no test_unseen photos to retrieve from")
+        g_inst = _instances(photos, "g")
+        fg = q_inst is not None and g_inst is not None
+        result = compute_retrieval(sketch_emb, photo_emb, sketches["category"].to_numpy(str),
+                                   photos["category"].to_numpy(str), q_inst if fg else None, g_inst if fg else None,
+                                   request=request_for(params.protocols, has_instances=fg), ties=params.ties)
+        report[name] = {"gallery_dataset": gallery.meta.get("dataset", name), **result.summary(params.protocols)}
+    return report
+
+
 def _write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> None:
     text = frame.to_csv(index=index, float_format="%.4f" if index else None)
     atomic_write(path, lambda handle: handle.write(text.encode()))
@@ -199,11 +233,51 @@ def _write_grid(manifest: Manifest, sketches: pd.DataFrame, photos: pd.DataFrame
     atomic_write(target, lambda handle: image.save(handle, format="PNG"))
 
 
+def write_explanations(model: RetrievalModel | None, manifest: Manifest, sketches: pd.DataFrame,
+                       photos: pd.DataFrame, sketch_emb: np.ndarray, photo_emb: np.ndarray, params: EvaluateParams,
+                       folder: Path) -> dict[str, Any]:
+    """Explanation sheets (and syntheses) of sample queries whose first photo is a hit, and of misses, in
+    ``folder``; an ``index.json`` lists them (or says why there are none)."""
+    from PIL import Image
+
+    from models.explain import RankedPhoto, can_explain, query_sheet
+
+    folder.mkdir(parents=True, exist_ok=True)
+    capable = model is not None and can_explain(model) and params.explain_queries > 0
+    index: dict[str, Any] = {"capabilities": sorted(model.capabilities) if model is not None else [], "sheets": []}
+    if capable:
+        _, top = top_k(sketch_emb, photo_emb, params.grid_top_k)
+        categories = photos["category"].to_numpy(str)
+        hit = categories[top[:, 0]] == sketches["category"].to_numpy(str)
+        order = np.random.default_rng(params.seed).permutation(len(sketches))
+        chosen = [("hit", q) for q in order if hit[q]][: params.explain_queries]
+        chosen += [("miss", q) for q in order if not hit[q]][: params.explain_queries]
+        for position, (kind, query) in enumerate(chosen):
+            number = sum(other == kind for other, _ in chosen[:position]) + 1
+            with Image.open(manifest.resolve(sketches["path"].iloc[query])) as opened:
+                sketch = opened.convert("RGB")
+            ranked = []
+            for rank, row in enumerate(top[query], start=1):
+                with Image.open(manifest.resolve(photos["path"].iloc[row])) as opened:
+                    ranked.append(RankedPhoto(opened.convert("RGB"), f"#{rank} {categories[row]}"
+                                              f"{' (hit)' if categories[row] == sketches['category'].iloc[query] else ''}"))
+            title = f"{kind}: sketch of {sketches['category'].iloc[query]} ({sketches['instance_id'].iloc[query]})"
+            sheet = query_sheet(model, sketch, ranked, title)
+            name = f"{kind}_{number:02d}.png"
+            atomic_write(folder / name, lambda handle, sheet=sheet: sheet.save(handle, format="PNG"))
+            index["sheets"].append({"file": name, "kind": kind, "query": str(sketches["path"].iloc[query]),
+                                    "category": str(sketches["category"].iloc[query])})
+    else:
+        index["note"] = "no sheets: the model has neither the explain nor the synthesize capability"
+    atomic_write_json(folder / "index.json", index)
+    return {"folder": str(folder), "sheets": [entry["file"] for entry in index["sheets"]]}
+
+
 def evaluate_model(reference: str, dataset: str, params: EvaluateParams, out_dir: Path | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """Evaluate a model folder (by name or path) on a prepared dataset, embedding it first if no stored
     embeddings exist (cross-dataset runs outside the pipeline)."""
-    from stages.embed import EmbedParams, embed_dataset, model_folder
+    from stages.embed import EmbedParams, embed_dataset, model_folder, stored_galleries
 
     folder = model_folder(reference)
     trained = read_config(folder)
@@ -215,10 +289,11 @@ def evaluate_model(reference: str, dataset: str, params: EvaluateParams, out_dir
         model = load_model(folder)
         embed_dataset(model, manifest, stored, EmbedParams(), progress=progress)
     embeddings = read_embeddings(stored, manifest)
-    if params.rerank_top_k > 0 and trained.get("kind") == "method":
+    cross = stored_galleries(folder, dataset, params.cross_galleries, stored, progress)
+    if (params.rerank_top_k > 0 or params.explain_queries > 0) and trained.get("kind") == "method":
         model = model or load_model(folder)
     document = evaluate_embeddings(embeddings, manifest, params, out_dir or paths.eval_dir(dataset, folder.name),
-                                   trained, model)
+                                   trained, model, cross)
     return document
 
 

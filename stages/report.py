@@ -15,27 +15,39 @@ from rich.console import Console
 from rich.table import Table
 
 from sbir import paths
+from sbir.io import atomic_write_text
 
 COLUMNS = {"mAP@all": "map_all/sklearn/query", "mAP@all VOC/class": "map_all/voc/class",
            "P@100": "p_100/k/query", "FG Acc@1": "fg/acc@1/gallery", "FG Acc@5": "fg/acc@5/gallery"}
+# per photo-only gallery of the cross-dataset check (``cross_gallery`` in metrics.json), e.g. "Twemoji mAP"
+GALLERY_COLUMNS = {"mAP": "map_all/sklearn/query", "Acc@1": "fg/acc@1/gallery"}
 
 
 def summary_rows(dataset: str, root: Path = Path(".")) -> list[dict[str, str]]:
     """One row of headline numbers per evaluated model (``root``: the repository the paths are relative to)."""
     rows = []
-    for metrics_file in sorted((root / paths.EVAL_ROOT / dataset).glob("*/metrics.json")):
-        model = metrics_file.parent.name
-        document = json.loads(metrics_file.read_text())
+    documents = {file.parent.name: json.loads(file.read_text())
+                 for file in sorted((root / paths.EVAL_ROOT / dataset).glob("*/metrics.json"))}
+    galleries = sorted({name for document in documents.values() for name in document.get("cross_gallery", {})})
+    for model, document in documents.items():
         zero_shot, general = document.get("zero_shot", {}), document.get("generalised", {})
         row = {"model": model}
         row.update({name: f"{zero_shot[key]:.3f}" if key in zero_shot else "–" for name, key in COLUMNS.items()})
         row["generalised mAP@all"] = f"{general['map_all/sklearn/query']:.3f}" if general else "–"
+        for gallery in galleries:
+            numbers = document.get("cross_gallery", {}).get(gallery, {})
+            for name, key in GALLERY_COLUMNS.items():
+                value = numbers.get(key)
+                row[f"{gallery.capitalize()} {name}"] = f"{value:.3f}" if isinstance(value, float) else "–"
         shift = document.get("style_shift", {})
         if shift:
             style, worst = min(shift.items(), key=lambda item: item[1].get("map_all_ratio", 1.0))
             row["worst style (mAP ratio)"] = f"{worst['map_all_ratio']:.2f} {style}"
         else:
             row["worst style (mAP ratio)"] = "–"
+        reranked = document.get("reranked", {})
+        row["re-ranked mAP@all"] = (f"{reranked['map_all/sklearn/query']:.3f} (top {reranked['top_k']})"
+                                    if "map_all/sklearn/query" in reranked else "–")
         trained = root / paths.train_log_dir(model) / "summary.json"
         seconds = json.loads(trained.read_text()).get("train_seconds") if trained.is_file() else None
         row["training"] = f"{seconds:.0f} s" if seconds is not None else "–"
@@ -43,14 +55,36 @@ def summary_rows(dataset: str, root: Path = Path(".")) -> list[dict[str, str]]:
     return rows
 
 
+def markdown_table(rows: list[dict[str, str]], dataset: str) -> str:
+    """The summary as a Markdown document (the committed comparison table, ``make compare``)."""
+    header = list(rows[0])
+    lines = [f"# Zero-shot retrieval on {dataset}: every model of the pipeline",
+             "",
+             "Written by `make compare` (`zssbir run --all --table ...`): `dvc repro` of every model in dvc.yaml, "
+             "then `python -m stages.report`. Same harness (stages/evaluate.py), same seeds (params.yaml). "
+             "mAP@all and P@100 over the unseen categories' sketches against their photos; FG Acc@K: the photo the "
+             "sketch was drawn from; generalised: unseen sketches against unseen + seen-category test photos; "
+             "Twemoji: the same sketches against Twemoji's renderings of the same emoji (cross-dataset); "
+             "re-ranked: the top-k re-scored by the model's pair scorer; training: wall time on this machine "
+             "(pretraining included where there is one).",
+             "",
+             "| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if name == "model" else "---:" for name in header) + "|"]
+    lines += ["| " + " | ".join(row[name] for name in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="openmoji_zs")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown here")
     args = parser.parse_args(argv)
     rows = summary_rows(args.dataset)
     if not rows:
         print(f"no evaluation results under {paths.EVAL_ROOT / args.dataset}; run `make run` first", file=sys.stderr)
         return 1
+    if args.markdown:
+        atomic_write_text(args.markdown, markdown_table(rows, args.dataset))
     table = Table(title=f"Zero-shot retrieval on {args.dataset} (unseen categories)")
     for column in rows[0]:
         table.add_column(column, justify="left" if column == "model" else "right")

@@ -60,8 +60,10 @@ def commit(root: Path, message: str) -> None:
 def make_pipeline_project(root: Path) -> Path:
     """A git + DVC project holding this repository's pipeline (code, dvc.yaml, params), sized down through
     params only and committed, as a clone has it; nothing reproduced yet."""
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "bentofile.yaml", "requirements.lock"):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "bentofile.yaml", "requirements.lock",
+                 "package.json", "package-lock.json"):
         shutil.copy(REPO_ROOT / name, root / name)
+    (root / "node_modules").symlink_to(REPO_ROOT / "node_modules")  # installed by `make setup` (git-ignored)
     for package in ("sbir", "models", "stages", "flows", "serving"):
         shutil.copytree(REPO_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -70,6 +72,15 @@ def make_pipeline_project(root: Path) -> Path:
     params["train"]["runtime"].update(num_threads=1)
     params["dsn"]["train"].update(epochs=1, batch_size=8)
     params["dsn"]["model"].update(image_size=32, embedding_dim=32, projection_dim=16, memory_size=4)
+    params["zse"]["train"].update(epochs=1, batch_size=8)
+    clip = params["pretrain_clip"]
+    clip["architecture"].update(embed_dim=16, vision_cfg={**clip["architecture"]["vision_cfg"], "image_size": 32,
+                                                         "width": 32, "layers": 1, "head_width": 16},
+                                text_cfg={**clip["architecture"]["text_cfg"], "width": 32, "heads": 2, "layers": 1})
+    clip["train"].update(epochs=1, batch_size=16)
+    params["clip_prompt"]["train"].update(epochs=1, batch_size=8, sketches_per_category=2)
+    params["clip_prompt"]["model"].update(prompts=1, shuffle_pairs=2)
+    params["zse"]["model"].update(image_size=32, width=32, depth=1, heads=2, embedding_dim=16, relation_hidden=8)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_command(["git", "init", "-q"], root)
     run_command(["dvc", "init", "-q"], root)

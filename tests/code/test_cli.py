@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import REPO_ROOT
 
 from flows.cli import _parser, main
@@ -54,3 +55,21 @@ def test_champion_promote_and_rollback(tmp_path: Path, monkeypatch: pytest.Monke
     document = json.loads(shown[shown.index("\n{") + 1:])
     assert document["champion"]["version"] == versions[1]
     assert [e["event"] for e in document["history"]] == ["promoted", "promoted", "rollback", "promoted"]
+
+
+def test_make_run_reproduces_only_the_models_of_run_models(tmp_path: Path) -> None:
+    """The quick path evaluates params.yaml's run.models (DVC runs what they need) and then register, index and
+    package on their own, so the other models of dvc.yaml are not pulled in; unknown names are refused."""
+    from flows.cli import quick_targets
+
+    for name in ("dvc.yaml", "params.yaml"):
+        (tmp_path / name).write_text((REPO_ROOT / name).read_text())
+    chosen = yaml.safe_load((tmp_path / "params.yaml").read_text())["run"]["models"]
+    calls = quick_targets(tmp_path)
+    assert calls[0] == ["repro", *[f"evaluate@{model}" for model in chosen]]
+    assert calls[1:] == [["repro", "--single-item", stage] for stage in ("register", "index", "package")]
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["run"]["models"] = ["dsn", "no_such_model"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match="no_such_model"):
+        quick_targets(tmp_path)

@@ -119,6 +119,12 @@ def test_committed_params_are_the_code_defaults() -> None:
     assert set(params["register"]) == {f.name for f in fields(RegisterParams)}
     assert build(IndexParams, params["index"], "index") == IndexParams()
     assert set(params["index"]) == {f.name for f in fields(IndexParams)}
+    from models.clip.prompt import ClipPromptConfig
+    from stages.pretrain_clip import PretrainClipParams
+
+    assert build(ClipPromptConfig, params["clip_prompt"]["model"], "clip_prompt.model") == ClipPromptConfig()
+    assert set(params["clip_prompt"]["model"]) == {f.name for f in fields(ClipPromptConfig)}
+    assert build(PretrainClipParams, params["pretrain_clip"], "pretrain_clip") == PretrainClipParams()
     for name in ("baseline_random", "baseline_imagenet", "baseline_hog"):
         signature = inspect.signature(baseline_factory(name))
         defaults = {key: p.default for key, p in signature.parameters.items()}
@@ -148,9 +154,38 @@ def test_stage_paths_match_dvc_yaml() -> None:
     assert outs("prepare") == {str(paths.prepared_dir("m"))}
     assert outs("validate") == {str(paths.validation_report("m"))}
     assert outs("restyle") == {str(paths.styles_dir("m"))}
+    assert outs("prepare_gallery") == {str(paths.prepared_dir("m"))}
+    assert outs("validate_gallery") == {str(paths.validation_report("m"))}
+    # the galleries every model is evaluated on are deps of embed and evaluate, and prepared by the pipeline
+    galleries = load_params(Path(__file__).resolve().parents[2] / "params.yaml")["evaluate"]["cross_galleries"]
+    assert set(galleries) <= set(pipeline["vars"][0]["galleries"])
+    for stage in ("embed", "evaluate"):
+        assert {str(paths.prepared_dir(g)) for g in galleries} <= set(stages[stage]["do"]["deps"])
     assert {next(iter(e)) if isinstance(e, dict) else e for e in stages["register"]["outs"]} == {
         str(paths.register_report("${evaluate.dataset}"))}
     assert [next(iter(e)) if isinstance(e, dict) else e for e in stages["index"]["outs"]] == [
         str(paths.serving_bundle())]
     assert [next(iter(e)) for e in stages["package"]["outs"]] == [str(paths.bento_record())]
-    assert set(pipeline["vars"][1]["models"]) == {"dsn", "baseline_random", "baseline_imagenet", "baseline_hog"}
+    assert stages["pretrain_clip"]["outs"] == [str(paths.pretrained_clip_dir("${train.dataset}"))]
+    models = pipeline["vars"][1]["models"]
+    assert set(models) == {"dsn", "clip_prompt", "zse", "baseline_random", "baseline_imagenet", "baseline_hog"}
+    root = Path(__file__).resolve().parents[2]
+    for name, entry in models.items():  # every model's code exists; `needs` is code or a pipeline output
+        assert (root / entry["code"]).exists(), name
+        produced = {next(iter(e)) if isinstance(e, dict) else e for s in stages.values()
+                    for e in s.get("outs", []) + s.get("do", {}).get("outs", [])}
+        assert (root / entry["needs"]).exists() or any(str(out).startswith(entry["needs"]) for out in produced), name
+    assert set(load_params(root / "params.yaml")["run"]["models"]) <= set(models)
+
+
+def test_published_configs_are_valid_sections_of_the_methods() -> None:
+    """configs/published.yaml (the published sizes, for a GPU with user-supplied weights) type-checks as the
+    methods' params sections: the paper's architectures and input sizes."""
+    from stages.train import method_settings
+
+    root = Path(__file__).resolve().parents[2]
+    params = load_params(root / "configs/published.yaml")
+    zse, _ = method_settings(params, "zse", "configs/published.yaml")
+    assert zse.config.backbone == "timm:vit_base_patch16_224" and zse.config.image_size == 224
+    clip, _ = method_settings(params, "clip_prompt", "configs/published.yaml")
+    assert clip.config.clip == "open_clip:ViT-B-32" and clip.config.pretrained == "openai"

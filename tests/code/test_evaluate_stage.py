@@ -91,7 +91,10 @@ def test_oracle_scores_perfect_category_metrics_and_outputs_are_written(manifest
     assert "generalised" in document and "reranked" not in document
     out = tmp_path / "eval"
     written = {p.name for p in out.iterdir()}
-    assert written == {"metrics.json", "pr.csv", "pk.csv", "per_category.csv", "grid.png"}
+    assert written == {"metrics.json", "pr.csv", "pk.csv", "per_category.csv", "grid.png", "explanations"}
+    # an oracle has no explain capability: the sheets folder says so instead of holding pictures
+    assert {p.name for p in (out / "explanations").iterdir()} == {"index.json"}
+    assert "neither the explain nor" in json.loads((out / "explanations" / "index.json").read_text())["note"]
     assert json.loads((out / "metrics.json").read_text())["zero_shot"] == zero_shot
     pr = pd.read_csv(out / "pr.csv")
     assert np.allclose(pr["precision"], 1.0)
@@ -114,7 +117,7 @@ def test_hog_beats_random_on_openmoji(manifest, tmp_path: Path) -> None:
 
 def test_pair_scorer_re_ranks_the_top_k(manifest, tmp_path: Path) -> None:
     model = InstanceOracle(manifest)
-    plain = _evaluate(model, manifest, EvaluateParams(generalised=False, grid_queries=2), tmp_path)
+    plain = _evaluate(model, manifest, EvaluateParams(generalised=False, grid_queries=2, rerank_top_k=0), tmp_path)
     assert "score_pairs" in model.capabilities and "reranked" not in plain
     params = EvaluateParams(generalised=False, grid_queries=2, rerank_top_k=10)
     document = _evaluate(model, manifest, params, tmp_path)

@@ -47,8 +47,18 @@ def test_repro_runs_every_stage_of_every_model(project: Path) -> None:
     report = yaml.safe_load((project / "data/reports/validation/openmoji_zs.json").read_text())
     assert report["success"] and report["images"] == len(manifest.frame)
     metrics = {name: yaml.safe_load((project / f"artifacts/eval/openmoji_zs/{name}/metrics.json").read_text())
-               for name in ("baseline_random", "baseline_imagenet", "baseline_hog", "dsn")}
+               for name in ("baseline_random", "baseline_imagenet", "baseline_hog", "dsn", "clip_prompt", "zse")}
     assert metrics["dsn"]["model"]["name"] == "dsn"
+    # the three methods from the same weights: category-level, fine-grained, cross-dataset; and explained
+    for method in ("dsn", "clip_prompt", "zse"):
+        document = metrics[method]
+        assert {"map_all/sklearn/query", "fg/acc@1/gallery"} <= set(document["zero_shot"])
+        assert "map_all/sklearn/query" in document["cross_gallery"]["twemoji"]
+        sheets = project / f"artifacts/eval/openmoji_zs/{method}/explanations"
+        assert sorted(document["explanations"]["sheets"]) == sorted(p.name for p in sheets.glob("*.png"))
+        assert document["explanations"]["sheets"] and {n[:4] for n in document["explanations"]["sheets"]} <= {"hit_", "miss"}
+    assert "reranked" in metrics["zse"] and "reranked" not in metrics["dsn"]  # the relation network re-scores
+    assert (project / "artifacts/clip/openmoji_zs/model.safetensors").is_file()  # pretrain_clip, then frozen
     styles = set(yaml.safe_load((project / "params.yaml").read_text())["restyle"]["styles"])
     assert set(metrics["dsn"]["style_shift"]) == set(metrics["baseline_hog"]["style_shift"]) == styles
     assert (project / "artifacts/checkpoints/dsn/model.safetensors").is_file()
@@ -112,10 +122,11 @@ def test_only_what_a_change_touches_re_runs(project: Path) -> None:
         assert _changed(project) == set()  # how runs are carried out never re-trains or re-embeds
         dsn_module.write_text(dsn_text + "\n# an edit\n")
         # not the baselines, nor their evaluation; the serving bundle and the Bento ship the models' code
-        assert _changed(project) == {"train@dsn", "embed@dsn", "index", "package"}
+        dsn_stages = {"train@dsn", "embed@dsn", "evaluate@dsn"}  # evaluate explains with the model's code
+        assert _changed(project) == dsn_stages | {"index", "package"}
         params["baseline_hog"]["pixels_per_cell"] = 16
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-        assert _changed(project) == {"train@dsn", "embed@dsn", "index", "package", "train@baseline_hog"}
+        assert _changed(project) == dsn_stages | {"index", "package", "train@baseline_hog"}
     finally:
         params_file.write_text(params_text)
         dsn_module.write_text(dsn_text)
