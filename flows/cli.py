@@ -54,7 +54,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary table; ``--all``: every model of dvc.yaml (``dvc repro``, ``make compare``); ``--flow``: the flow."""
     if args.flow:
         return cmd_flow(args)
-    calls = [["repro"]] if args.all else quick_targets()
+    try:
+        calls = [["repro"]] if args.all else quick_targets()
+    except ValueError as error:
+        print(f"run failed: {error}", file=sys.stderr)
+        return 2
     for call in calls:
         code = _dvc(*call)
         if code:

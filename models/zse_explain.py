@@ -33,35 +33,38 @@ def _unit_range(values: torch.Tensor) -> np.ndarray:
 class ExplainableZSE(TorchRetrievalModel):
     """ZSE-SBIR's encoders plus the relation network's capabilities."""
 
-    cache_size = 8192  # images whose encoded tokens are kept for re-scoring
+    cache_bytes = 256 * 2**20  # encoded tokens kept for re-scoring, least recently used dropped beyond this
 
     def __init__(self, net: torch.nn.Module, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.net = net
         self._cache: OrderedDict[tuple[str, bytes], torch.Tensor] = OrderedDict()
+        self._cached_bytes = 0
         self._lock = threading.Lock()
 
     def _cached_tokens(self, batch: torch.Tensor, domain: str) -> torch.Tensor:
-        """Tokens of uint8 images, each encoded once: re-scoring the top-k of many queries over one gallery
-        meets the same photos again and again (keys are the pixels' digest; least recently used dropped)."""
+        """Tokens of uint8 images, each distinct image encoded once: re-scoring the top-k of many queries over one
+        gallery meets the same photos again and again (keys are the pixels' digest)."""
         keys = [(domain, hashlib.blake2b(image.numpy().tobytes(), digest_size=16).digest()) for image in batch.cpu()]
+        first = {key: row for row, key in reversed(list(enumerate(keys)))}  # one row per distinct image
         with self._lock:
-            missing = sorted({i for i, key in enumerate(keys) if key not in self._cache})
+            found = {key: self._cache[key] for key in first if key in self._cache}
+            for key in found:
+                self._cache.move_to_end(key)
+        missing = [key for key in first if key not in found]
         if missing:
-            encoded = self._tokens(batch[missing], domain)
+            encoded = self._tokens(batch[[first[key] for key in missing]], domain)
+            fresh = {key: tokens.clone() for key, tokens in zip(missing, encoded)}  # no view pins the batch
+            found.update(fresh)
             with self._lock:
-                for i, tokens in zip(missing, encoded):
-                    self._cache[keys[i]] = tokens
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-        with self._lock:
-            found = [self._cache.get(key) for key in keys]
-            for key in keys:
-                if key in self._cache:
-                    self._cache.move_to_end(key)
-        if any(tokens is None for tokens in found):  # evicted meanwhile by another thread: encode directly
-            return self._tokens(batch, domain)
-        return torch.stack(found)
+                for key, tokens in fresh.items():
+                    if key not in self._cache:
+                        self._cache[key] = tokens
+                        self._cached_bytes += tokens.numel() * tokens.element_size()
+                while self._cached_bytes > self.cache_bytes and self._cache:
+                    _, dropped = self._cache.popitem(last=False)
+                    self._cached_bytes -= dropped.numel() * dropped.element_size()
+        return torch.stack([found[key] for key in keys])
 
     def _tokens(self, batch: torch.Tensor, domain: str) -> torch.Tensor:
         images = self.preprocess(domain).normalize(batch.to(self.device))

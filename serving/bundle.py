@@ -139,8 +139,10 @@ class SearchBundle:
         if not isinstance(model, PatchSynthesizer):
             raise BadUpload(f"the served model ({self.meta['champion']['method']}) cannot synthesize; "
                             f"its capabilities: {', '.join(self.capabilities)}", 422)
-        _, found = self.index.search(self.encode([sketch], "sketch"), min(photos, self.size))
+        _, found = self.index.search(self.encode([sketch], "sketch"), max(1, min(photos, self.size)))
         ids = [int(row) for row in found[0] if row >= 0]
+        if not ids:
+            raise BadUpload("the gallery has no photos to synthesize from", 422)
         synthesis = model.synthesize(sketch, [self.photo(row) for row in ids])
         return {"picture": png_data_url(synthesis.image), "method": self.meta["champion"]["method"],
                 "photo_ids": ids, **synthesis.to_dict()}

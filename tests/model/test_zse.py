@@ -173,3 +173,21 @@ def test_a_vit_tokenizer_builds_the_published_architecture_small() -> None:
     assert out["sketch"].shape == (2, 16) and out["logits"].shape == (4, 3)
     assert method.export(net).explain(Image.new("RGB", (32, 32), "white"),
                                       Image.new("RGB", (32, 32), "white")).sketch_grid == (2, 2)
+
+
+def test_re_scoring_encodes_each_distinct_image_once(data: TrainSplit, images, tmp_path: Path) -> None:
+    """A re-ranked top-k is one sketch against k photos, and the same gallery photos come back query after query:
+    each distinct image is encoded once, and the scores equal those of a fresh model."""
+    model = METHOD.export(_trained(data, tmp_path))
+    encoded: list[int] = []
+    original = model._tokens
+    model._tokens = lambda batch, domain: (encoded.append(len(batch)), original(batch, domain))[1]
+    sketch = images["sketch"][:1].expand(4, -1, -1, -1)
+    first = model.score_pairs(sketch, images["photo"][:4])
+    assert encoded == [1, 4]  # the sketch once, the four photos once
+    again = model.score_pairs(images["sketch"][1:2].expand(4, -1, -1, -1), images["photo"][:4])
+    assert encoded == [1, 4, 1]  # the photos come from the cache
+    fresh = METHOD.export(model.net)
+    assert np.allclose(first, fresh.score_pairs(sketch, images["photo"][:4]), atol=1e-6)
+    assert np.allclose(again, fresh.score_pairs(images["sketch"][1:2].expand(4, -1, -1, -1), images["photo"][:4]),
+                       atol=1e-6)
