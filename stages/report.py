@@ -51,8 +51,22 @@ def summary_rows(dataset: str, root: Path = Path(".")) -> list[dict[str, str]]:
         trained = root / paths.train_log_dir(model) / "summary.json"
         seconds = json.loads(trained.read_text()).get("train_seconds") if trained.is_file() else None
         row["training"] = f"{seconds:.0f} s" if seconds is not None else "–"
+        pretraining = pretraining_seconds(root, model)
+        if seconds is not None and pretraining is not None:
+            row["training"] = f"{seconds + pretraining:.0f} s ({pretraining:.0f} s pretraining)"
         rows.append(row)
     return rows
+
+
+def pretraining_seconds(root: Path, model: str) -> float | None:
+    """Wall time of the pretraining a model folder starts from (CLIP prompt learning: its ``clip`` folder, made by
+    ``pretrain_clip``), where it kept one."""
+    config_file = root / paths.checkpoint_dir(model) / "config.json"
+    if not config_file.is_file():
+        return None
+    source = json.loads(config_file.read_text()).get("config", {}).get("clip")
+    summary = root / str(source) / "summary.json" if isinstance(source, str) else None
+    return json.loads(summary.read_text()).get("train_seconds") if summary and summary.is_file() else None
 
 
 def markdown_table(rows: list[dict[str, str]], dataset: str) -> str:
