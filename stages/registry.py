@@ -41,6 +41,18 @@ FAULT_ENV = "ZSSBIR_REGISTER_FAULT"  # tests: a point name at which registration
 FAULT_POINTS = ("staging", "staged", "stored_sketch", "stored_photo", "ledger_written")
 
 
+def store_safe(value: Any) -> Any:
+    """Metadata as BentoML's model store takes it: basic types only, so a null (e.g. ``pretrained: null`` in a
+    method's params) is stored as the string "null"; the ledger keeps the values as they are."""
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return {str(key): store_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [store_safe(item) for item in value]
+    return value
+
+
 class RegistryError(ValueError):
     """A registry operation that cannot be done: says what is missing and what exists."""
 
@@ -192,8 +204,9 @@ class Registry:
             self._clean_staging()
             ledger = self.ledger()
             known = ledger["registrations"].get(version)
-            metadata = {key: record[key] for key in ("method", "dataset", "protocol", "score", "metrics", "params",
-                                                     "git_revision", "data_fingerprint", "registered_at")}
+            metadata = store_safe({key: record[key] for key in ("method", "dataset", "protocol", "score", "metrics",
+                                                                "params", "git_revision", "data_fingerprint",
+                                                                "registered_at")})
             for domain in ENCODER_MODELS:
                 self._store_encoder(domain, version, checkpoint, labels, metadata)
                 _fault(f"stored_{domain}")

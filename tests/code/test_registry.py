@@ -159,3 +159,20 @@ def test_a_new_protocol_is_gated_under_its_own_champion(registry: Registry, tmp_
     assert registry.champion("openmoji_zs", "zero_shot/p_100/k/query")["version"] == other.version
     assert registry.ledger()["registrations"][other.version]["evaluations"] == {PROTOCOL: 0.5,
                                                                                "zero_shot/p_100/k/query": 0.2}
+
+
+def test_params_with_nulls_are_stored_and_the_ledger_keeps_them(registry: Registry, tmp_path: Path) -> None:
+    """A method's params may hold nulls (CLIP prompt learning: ``pretrained: null``): BentoML's metadata takes
+    basic types only, so the store gets "null" while the ledger keeps the real value."""
+    import bentoml
+    from bentoml._internal.models.model import ModelStore
+
+    decision = registry.register(model_folder(tmp_path, "clip_prompt", 3), method="clip_prompt", dataset="openmoji_zs",
+                                 protocol=PROTOCOL, score=0.4, metrics={"zero_shot": {"fg": None}},
+                                 params={"model": {"pretrained": None, "prompts": 3}}, data_fingerprint="fp",
+                                 git="abc123")
+    assert decision.promoted
+    model = bentoml.models.get(f"{ENCODER_MODELS['sketch']}:{decision.version}",
+                               _model_store=ModelStore(str(registry.models_dir)))
+    assert model.info.metadata["params"] == {"model": {"pretrained": "null", "prompts": 3}}
+    assert registry.ledger()["registrations"][decision.version]["params"]["model"]["pretrained"] is None
