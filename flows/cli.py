@@ -11,10 +11,18 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sbir.env import apply_offline_defaults, apply_project_defaults
+
+
+@dataclass
+class RunParams:
+    """``params.yaml`` ``run``: what ``make run`` trains (the quick path)."""
+
+    models: list[str]  # models of dvc.yaml's list
 
 
 def _dvc(*args: str) -> int:
@@ -28,20 +36,20 @@ def _registry():
 
 
 def _protocol_and_dataset(args: argparse.Namespace) -> tuple[str, str]:
-    from sbir.config import load_params
+    from sbir.config import Params
 
-    params = load_params()
-    return (args.dataset or params["evaluate"]["dataset"]), (args.metric or params["register"]["metric"])
+    params = Params.load()
+    return (args.dataset or params.value("evaluate.dataset", str)), (args.metric or params.value("register.metric", str))
 
 
 def quick_targets(repo: Path = Path(".")) -> list[list[str]]:
     """``make run``'s ``dvc repro`` calls: params.yaml ``run.models`` evaluated (DVC runs what they need first),
     then register, index and package on their own (``--single-item``: they must not pull in the other models)."""
     from flows.dvc import pipeline_models
-    from sbir.config import load_params
+    from sbir.config import Params
 
     known = pipeline_models(repo)
-    chosen = load_params(repo / "params.yaml").get("run", {}).get("models") or known
+    chosen = Params.load(repo / "params.yaml").read(RunParams, "run").models or known
     unknown = [model for model in chosen if model not in known]
     if unknown:
         raise ValueError(f"params.yaml run.models: unknown model(s) {unknown}; dvc.yaml's models are {known}")

@@ -18,12 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows import dvc, reporting
 from sbir import paths
+from sbir.config import Params
 
 STAGE_TIMEOUT_S = 6 * 3600
 
@@ -89,7 +89,6 @@ def _validate(dataset: str, repo: Path, log_dir: Path, runs: list[dict[str, Any]
 def _plan(repo: Path, dataset: str | None, models: list[str] | None,
           set_params: list[str] | None) -> tuple[str, list[str], list[str]]:
     """The dataset, the models to run and the parameter changes, checked against dvc.yaml and params.yaml."""
-    params = yaml.safe_load((repo / "params.yaml").read_text())
     known = dvc.pipeline_models(repo)
     chosen = list(models) if models else known
     unknown = [m for m in chosen if m not in known]
@@ -99,7 +98,7 @@ def _plan(repo: Path, dataset: str | None, models: list[str] | None,
     bad = [pair for pair in changes if "=" not in pair]
     if bad:
         raise ValueError(f"set_params entries must be 'key=value', got {bad}")
-    current = params["evaluate"]["dataset"]
+    current = Params.load(repo / "params.yaml").value("evaluate.dataset", str)
     if dataset and dataset != current:
         changes += [f"train.dataset={dataset}", f"evaluate.dataset={dataset}"]
     return dataset or current, chosen, changes

@@ -19,12 +19,13 @@ import torch
 from torch import nn
 
 from models.interface import Preprocess
+from sbir.errors import ModelError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class BackboneError(RuntimeError):
+class BackboneError(ModelError, RuntimeError):
     """A backbone that cannot be built or loaded; the message says what to do."""
 
 

@@ -25,10 +25,11 @@ from models.imaging import EdgeMap
 from models.interface import Preprocess, RetrievalModel, TorchRetrievalModel, check_domain
 from models.registry import register_baseline
 from sbir.ranking import l2_normalize
+from sbir.config import Count, NonNegativeFloat, PositiveFloat, PositiveInt
 
 
 @register_baseline("baseline_random")
-def random_encoder(backbone: str = "timm:resnet18", image_size: int = 64, seed: int = 0) -> RetrievalModel:
+def random_encoder(backbone: str, image_size: PositiveInt, seed: int) -> RetrievalModel:
     """A seeded, randomly initialised backbone shared by both domains."""
     torch.manual_seed(seed)
     built = create_backbone(backbone, pretrained=None, image_size=image_size)
@@ -55,10 +56,8 @@ class FrozenFeatures(nn.Module):
 
 
 @register_baseline("baseline_imagenet")
-def imagenet_encoder(backbone: str = "timm:efficientnet_lite0", pretrained: str | None = "package:efficientnet_lite0",
-                     image_size: int = 64, feature_level: int | None = 2,
-                     pool: Literal["avg", "max", "flatten"] = "flatten", photo_edges: bool = False,
-                     sketch_ink: bool = False) -> RetrievalModel:
+def imagenet_encoder(backbone: str, pretrained: str | None, image_size: PositiveInt, feature_level: Count | None,
+                     pool: Literal["avg", "max", "flatten"], photo_edges: bool, sketch_ink: bool) -> RetrievalModel:
     """Frozen ImageNet features of one backbone for both domains (photos as edge maps if asked). Defaults: the
     best of the layer/pooling/resolution sweep in benchmarks/results/pretrained_ablation.md (EfficientNet-Lite0
     cut after stage 2, its 8×8 map kept spatial, at 64 px, colour photos)."""
@@ -79,8 +78,8 @@ def imagenet_encoder(backbone: str = "timm:efficientnet_lite0", pretrained: str 
 class HogEdgeMatcher(RetrievalModel):
     """HOG descriptors of line maps: Canny edges for photos, ink for sketches."""
 
-    def __init__(self, image_size: int = 96, pixels_per_cell: int = 12, orientations: int = 9,
-                 canny_sigma: float = 1.5, blur_sigma: float = 1.0) -> None:
+    def __init__(self, image_size: PositiveInt, pixels_per_cell: PositiveInt, orientations: PositiveInt,
+                 canny_sigma: PositiveFloat, blur_sigma: NonNegativeFloat) -> None:
         self.image_size = image_size
         self.pixels_per_cell = pixels_per_cell
         self.orientations = orientations

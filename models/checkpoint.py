@@ -27,6 +27,7 @@ from models.method import Method, available_methods, get_method
 from models.registry import available_baselines, create_baseline, is_baseline
 from sbir.config import ConfigError, build
 from sbir.io import atomic_write_bytes, atomic_write_json
+from sbir.errors import ModelError
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMAS = (1,)
@@ -34,7 +35,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ModelError):
     """A model folder that cannot be loaded: says what it holds and what is supported."""
 
 

@@ -19,7 +19,7 @@ pretrained teacher weights (unavailable offline); with a local pretrained backbo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -32,30 +32,30 @@ from models.imaging import EdgeMap
 from models.interface import Preprocess, RetrievalModel
 from models.losses import SketchMemoryBank, cross_modal_infonce, supervised_contrastive
 from models.method import Batch, Method, register_method
+from sbir.config import Count, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
 
 METHOD = "dsn"
 
 
 @dataclass
 class DSNConfig:
-    """Architecture and loss settings (``params.yaml`` ``dsn.model``); defaults = the committed params.yaml."""
+    """Architecture and loss settings (``params.yaml`` ``dsn.model``: the values live there)."""
 
-    backbone: str = "timm:efficientnet_lite0"
-    pretrained: str | None = "package:efficientnet_lite0"  # a package's weights, a timm/open_clip tag, a local file
-    image_size: int = 64
-    feature_level: int | None = 2  # timm backbones: cut after this stage (timm out_indices); None: whole net
-    pool: Literal["avg", "flatten"] = "flatten"  # flatten: keep the spatial layout of the last feature map
-    photo_edges: bool = True  # photos enter as their edge map (fixed Sobel layer): line art like sketches
-    sketch_ink: bool = True  # sketches enter ink-normalised (sbir.ink): contrast, centring, one stroke width
-    style_augment: float = 0.3  # training: share of sketches redrawn thicker, fainter or as tiny bitmaps
-    embedding_dim: int = 256
-    projection_dim: int = 128
-    shared_heads: bool = False
-    memory_size: int = 10
-    temperature: float = 0.07
-    backbone_lr_factor: float = 1.0  # the backbone's learning rate relative to the heads' (e.g. 0.1 when pretrained)
-    loss_weights: dict[str, float] = field(default_factory=lambda: {
-        "classification": 1.0, "contrastive": 0.1, "memory": 1.0, "instance": 2.0})
+    backbone: str  # timm:<name> or open_clip:<name>
+    pretrained: str | None  # a package's weights, a timm/open_clip tag, a local file
+    image_size: PositiveInt
+    feature_level: Count | None  # timm backbones: cut after this stage (timm out_indices); None: whole net
+    pool: Literal["avg", "flatten"]  # flatten: keep the spatial layout of the last feature map
+    photo_edges: bool  # photos enter as their edge map (fixed Sobel layer): line art like sketches
+    sketch_ink: bool  # sketches enter ink-normalised (sbir.ink): contrast, centring, one stroke width
+    style_augment: Fraction  # training: share of sketches redrawn thicker, fainter or as tiny bitmaps
+    embedding_dim: PositiveInt
+    projection_dim: PositiveInt
+    shared_heads: bool
+    memory_size: PositiveInt
+    temperature: PositiveFloat
+    backbone_lr_factor: NonNegativeFloat  # the backbone's learning rate relative to the heads' (e.g. 0.1 when pretrained)
+    loss_weights: dict[str, NonNegativeFloat]  # per loss term; an unknown term is an error
 
 
 class DSNNet(nn.Module):

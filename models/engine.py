@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from models.data import PairSampler, StepBatch, StepBatches, TrainSplit, decode_all, train_loader, use_cache
 from models.method import Batch, Method
+from sbir.config import Count, NonNegativeFloat, PositiveFloat, PositiveInt
 from sbir.io import atomic_write
 from sbir.logs import format_duration
 
@@ -37,27 +38,35 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """A method's optimisation settings (``params.yaml`` ``<method>.train``): they change what is learned."""
 
-    epochs: int = 19
-    batch_size: int = 32
-    sketches_per_category: int = 1  # > 1: batches of runs of that many same-category sketches (hard negatives)
-    lr: float = 0.001
-    weight_decay: float = 0.0005
-    lr_final_factor: float = 0.01  # DSN-style decay: lr · factor^(progress)
-    seed: int = 0
-    amp: bool = True  # bf16 autocast on CUDA only
-    channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and on GPU tensor cores
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    sketches_per_category: PositiveInt  # > 1: batches of runs of that many same-category sketches (hard negatives)
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    lr_final_factor: PositiveFloat  # DSN-style decay: lr · factor^(progress)
+    seed: int
+    amp: bool  # bf16 autocast on CUDA only
+    channels_last: bool  # NHWC convolutions: faster on CPU (oneDNN) and on GPU tensor cores
 
 
 @dataclass
 class RuntimeConfig:
     """How a run is carried out (``params.yaml`` ``train.runtime``): never what it learns, so DVC ignores it."""
 
-    num_threads: int = 2
-    checkpoint_every: int = 50  # steps
-    workers: int = 2  # DataLoader processes decoding images (streamed data only)
-    prefetch: int = 2  # steps each worker prepares ahead
-    cache: Literal["auto", "memory", "none"] = "auto"  # decode the split once into memory
-    cache_max_mb: int = 2048  # auto: cache when the split's uint8 images fit in this
+    num_threads: PositiveInt
+    checkpoint_every: PositiveInt  # steps
+    workers: Count  # DataLoader processes decoding images (streamed data only)
+    prefetch: PositiveInt  # steps each worker prepares ahead
+    cache: Literal["auto", "memory", "none"]  # decode the split once into memory
+    cache_max_mb: Count  # auto: cache when the split's uint8 images fit in this
+
+
+@dataclass
+class TrainSection:
+    """``params.yaml`` ``train``: the dataset methods train on, and how runs are carried out."""
+
+    dataset: str
+    runtime: RuntimeConfig
 
 
 @dataclass

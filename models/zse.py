@@ -20,7 +20,7 @@ patches its tokens match (``PatchSynthesizer``): ``models.zse_explain``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -33,6 +33,7 @@ from models.imaging import EdgeMap
 from models.interface import Preprocess, RetrievalModel
 from models.losses import cross_modal_infonce
 from models.method import Batch, Method, register_method
+from sbir.config import Count, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
 
 METHOD = "zse"
 
@@ -41,25 +42,24 @@ METHOD = "zse"
 class ZSEConfig:
     """Architecture and loss settings (``params.yaml`` ``zse.model``)."""
 
-    backbone: str = "timm:efficientnet_lite0"  # the tokenizer: a CNN cut at feature_level, or a timm ViT
-    pretrained: str | None = "package:efficientnet_lite0"
-    image_size: int = 64
-    feature_level: int | None = 2  # CNN tokenizers: the stage whose map becomes the tokens (ViTs: ignored)
-    photo_edges: bool = True  # photos enter as their Sobel edge map (line art, like sketches)
-    sketch_ink: bool = True
-    style_augment: float = 0.3
-    width: int = 128  # token width of the self-attention encoder (ViT tokenizers: the ViT's own)
-    depth: int = 2  # self-attention layers over the CNN tokens (ViT tokenizers: the ViT's blocks)
-    heads: int = 4
-    mlp_ratio: float = 2.0
-    embedding_dim: int = 256
-    relation_top_k: int = 3  # local matches per token fed to the relation kernel
-    relation_hidden: int = 32
-    margin: float = 0.3  # triplet margin (cosine distance)
-    temperature: float = 0.07
-    tokenizer_lr_factor: float = 0.3  # the pretrained tokenizer's learning rate relative to the rest
-    loss_weights: dict[str, float] = field(default_factory=lambda: {
-        "triplet": 1.0, "instance": 1.0, "classification": 0.5, "relation": 1.0})
+    backbone: str  # the tokenizer: a CNN cut at feature_level, or a timm ViT
+    pretrained: str | None
+    image_size: PositiveInt
+    feature_level: Count | None  # CNN tokenizers: the stage whose map becomes the tokens (ViTs: ignored)
+    photo_edges: bool  # photos enter as their Sobel edge map (line art, like sketches)
+    sketch_ink: bool
+    style_augment: Fraction  # training: share of sketches redrawn thicker, fainter or as tiny bitmaps
+    width: PositiveInt  # token width of the self-attention encoder (ViT tokenizers: the ViT's own)
+    depth: PositiveInt  # self-attention layers over the CNN tokens (ViT tokenizers: the ViT's blocks)
+    heads: PositiveInt
+    mlp_ratio: PositiveFloat
+    embedding_dim: PositiveInt
+    relation_top_k: PositiveInt  # local matches per token fed to the relation kernel
+    relation_hidden: PositiveInt
+    margin: NonNegativeFloat  # triplet margin (cosine distance)
+    temperature: PositiveFloat
+    tokenizer_lr_factor: NonNegativeFloat  # the pretrained tokenizer's learning rate relative to the rest
+    loss_weights: dict[str, NonNegativeFloat]  # per loss term; an unknown term is an error
 
 
 class Tokenizer(nn.Module):

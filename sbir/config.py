@@ -1,64 +1,142 @@
-"""``params.yaml`` → typed settings. One section per stage; unknown keys are errors, values are type-checked.
+"""``params.yaml`` → typed settings. ``params.yaml`` is the only home of every value DVC tracks: the config
+dataclasses declare types, sense checks and documentation, not values.
 
+``Params.load`` reads the file and the profiles laid over it (a benchmark's or a paper's settings: YAML files
+whose keys replace params.yaml's, mapping by mapping); ``Params.read`` is the one way a typed section is read.
 ``build`` instantiates a dataclass, or calls any typed constructor (datasets, baselines), from a section:
 every key must be a parameter, every value must fit its annotation (nested dataclasses, lists, dicts,
-``X | None`` and ``Literal`` included). One conversion is made on purpose: a string that spells a number is
-accepted for a ``float`` (YAML 1.1 reads ``1e-4`` without a dot as a string). Anything else that does not
-fit fails naming the key, the expected type and the value found.
+``X | None`` and ``Literal`` included) and pass the sense checks its annotation carries (``PositiveInt``,
+``Fraction``, ...). One conversion is made on purpose: a string that spells a number is accepted for a ``float``
+(YAML 1.1 reads ``1e-4`` without a dot as a string). Anything else fails naming the key, the value and what is
+allowed, before a stage touches any output.
 """
 
 from __future__ import annotations
 
 import collections.abc
+import copy as copy_module
 import dataclasses
 import inspect
 import types
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Annotated, Any, TypeVar, Union
 
 import yaml
+
+from sbir.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
 T = TypeVar("T")
 
+__all__ = ["ConfigError", "Params", "build", "coerce", "as_params", "Check", "PositiveInt", "Count",
+           "PositiveFloat", "NonNegativeFloat", "Fraction"]
 
-class ConfigError(ValueError):
-    """A params file or section that does not fit what the stage expects."""
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A sense check carried by an annotation (``Annotated[int, POSITIVE]``): what is allowed, and the test."""
+
+    allowed: str
+    test: Callable[[Any], bool]
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    """The whole params file as a mapping."""
-    path = Path(path)
+POSITIVE = Check("a value > 0", lambda value: value > 0)
+NON_NEGATIVE = Check("a value >= 0", lambda value: value >= 0)
+UNIT_INTERVAL = Check("a value in [0, 1]", lambda value: 0 <= value <= 1)
+
+PositiveInt = Annotated[int, POSITIVE]  # sizes, counts that must not be zero
+Count = Annotated[int, NON_NEGATIVE]  # counts that may be zero
+PositiveFloat = Annotated[float, POSITIVE]  # rates, temperatures, scales
+NonNegativeFloat = Annotated[float, NON_NEGATIVE]  # weights, margins, factors that may be zero
+Fraction = Annotated[float, UNIT_INTERVAL]  # probabilities and shares
+
+
+class _NotAllowed(ConfigError):
+    """A value of the right type that fails its sense check."""
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the repository root)")
     try:
-        params = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from error
-    if not isinstance(params, dict):
+    if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of stage sections at the top level")
-    return params
+    return values
 
 
-def section(params: dict[str, Any], *keys: str, source: str = "params.yaml") -> dict[str, Any]:
-    """A nested section, e.g. ``section(p, "prepare", "openmoji_zs")``; an absent section is an error."""
-    node: Any = params
-    for depth, key in enumerate(keys):
-        if not isinstance(node, dict) or key not in node:
-            raise ConfigError(f"{source}: missing section '{'.'.join(keys[: depth + 1])}'")
-        node = node[key]
-    if node is None:
-        return {}
-    if not isinstance(node, dict):
-        raise ConfigError(f"{source}: section '{'.'.join(keys)}' must be a mapping, got {type(node).__name__}")
-    return node
+def overlay(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` laid over it: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = overlay(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class Params:
+    """A params file with its profiles laid over it; every typed section is read through ``read``."""
+
+    def __init__(self, values: dict[str, Any], source: str = str(DEFAULT_PARAMS)) -> None:
+        self.values = values
+        self.source = source
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_PARAMS, profiles: Sequence[str | Path] = ()) -> Params:
+        """``path`` (``params.yaml``) with each profile file laid over it in order."""
+        values = _read_yaml(Path(path))
+        for profile in profiles:
+            values = overlay(values, _read_yaml(Path(profile)))
+        source = " + ".join([str(path), *map(str, profiles)])
+        return cls(values, source)
+
+    def section(self, key: str) -> dict[str, Any]:
+        """The mapping at a dotted ``key`` (``prepare.openmoji_zs``); an absent section is an error."""
+        node: Any = self.values
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"{self.source}: missing section '{'.'.join(parts[: depth + 1])}'")
+            node = node[part]
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            raise ConfigError(f"{self.source}: section '{key}' must be a mapping, got {type(node).__name__}")
+        return node
+
+    def read(self, target: type[T] | Callable[..., T], key: str) -> T:
+        """The section at ``key`` built into ``target`` (a dataclass or a typed constructor), every value checked."""
+        return build(target, self.section(key), f"{self.source}: {key}")
+
+    def value(self, key: str, annotation: Any) -> Any:
+        """One typed value at a dotted ``key`` (``evaluate.dataset``) of a section another stage owns."""
+        parent, _, name = key.rpartition(".")
+        values = self.section(parent) if parent else self.values
+        if name not in values:
+            raise ConfigError(f"{self.source}: missing key '{key}'")
+        return coerce(values[name], annotation, f"{self.source}: {key}")
+
+    def replaced(self, key: str, values: dict[str, Any]) -> Params:
+        """A copy whose section ``key`` has its keys in ``values`` replaced (tests, sweeps, benchmarks)."""
+        *parents, name = key.split(".")
+        copy = copy_module.deepcopy(self.values)
+        node = copy
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[name] = {**self.section(key), **values} if name in node else dict(values)
+        return Params(copy, self.source)
 
 
 def _parameters(target: Any) -> dict[str, tuple[Any, bool]]:
     """Name → (annotation, required) of a dataclass's fields or a callable's keyword parameters."""
     if dataclasses.is_dataclass(target):
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)
         return {f.name: (hints.get(f.name, Any), f.default is dataclasses.MISSING
                          and f.default_factory is dataclasses.MISSING)  # type: ignore[misc]
                 for f in dataclasses.fields(target) if f.init}
@@ -67,7 +145,7 @@ def _parameters(target: Any) -> dict[str, tuple[Any, bool]]:
         if inspect.isclass(target) else [target]
     out: dict[str, tuple[Any, bool]] = {}
     for function in functions:
-        hints = typing.get_type_hints(function)
+        hints = typing.get_type_hints(function, include_extras=True)
         forwards = False
         for name, parameter in inspect.signature(function).parameters.items():
             if parameter.kind == parameter.VAR_KEYWORD:
@@ -80,6 +158,11 @@ def _parameters(target: Any) -> dict[str, tuple[Any, bool]]:
 
 
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
+    if typing.get_origin(annotation) is Annotated:
+        base, *checks = typing.get_args(annotation)
+        return " and ".join([_type_name(base), *(c.allowed for c in checks if isinstance(c, Check))])
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
@@ -92,12 +175,20 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is Any or annotation is object:
         return value
+    if origin is Annotated:
+        checked = coerce(value, args[0], where)
+        for check in args[1:]:
+            if isinstance(check, Check) and not check.test(checked):
+                raise _NotAllowed(f"{where}: {value!r} is not allowed; expected {check.allowed}")
+        return checked
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         for option in (a for a in args if a is not type(None)):
             try:
                 return coerce(value, option, where)
+            except _NotAllowed:
+                raise  # the type fits, the value makes no sense: say so rather than "expected X | None"
             except ConfigError:
                 continue
         raise _fail(where, annotation, value)

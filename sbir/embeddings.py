@@ -19,6 +19,7 @@ import pandas as pd
 
 from sbir.io import atomic_write, atomic_write_json
 from sbir.manifest import Manifest, manifest_fingerprint
+from sbir.errors import DataError
 
 VECTORS_FILE = "vectors.npy"
 ROWS_FILE = "rows.parquet"
@@ -26,7 +27,7 @@ META_FILE = "meta.json"
 ROW_COLUMNS = ["row", "path", "domain", "split", "category", "instance_id", "style"]
 
 
-class EmbeddingsError(ValueError):
+class EmbeddingsError(DataError):
     """Stored embeddings that are missing, inconsistent, or from another manifest."""
 
 

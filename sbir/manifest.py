@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sbir.io import atomic_write
+from sbir.errors import DataError
 
 MANIFEST_FILE = "manifest.parquet"
 DOMAINS = ("sketch", "photo")
@@ -37,7 +38,7 @@ SCHEMA = pa.schema(
 )
 
 
-class ManifestError(ValueError):
+class ManifestError(DataError):
     """A manifest that cannot be used: names the file and the field at fault."""
 
 

@@ -13,7 +13,6 @@ Output: ``artifacts/embeddings/<dataset>/<model>/``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -25,18 +24,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.backbones import BackboneError
-from models.checkpoint import CheckpointError, load_model
+from models.checkpoint import load_model
 from models.embed import embed_paths
 from models.interface import RetrievalModel
 from sbir import paths
-from sbir.config import ConfigError, build, load_params, section
 from sbir.embeddings import META_FILE, Embeddings, manifest_rows, read_embeddings, write_embeddings
-from sbir.env import apply_offline_defaults
-from sbir.logs import setup_logging
 from sbir.manifest import Manifest, ManifestError, manifest_fingerprint, read_manifest
 from stages.evaluate import EvaluateParams
 from stages.restyle import read_styles
+from sbir.config import Count, Params, PositiveInt
+from sbir.stage import run_stage, stage_parser
 
 EMBEDDED_SPLITS = ("test_unseen", "test_seen")
 log = logging.getLogger("stages.embed")
@@ -46,9 +43,9 @@ log = logging.getLogger("stages.embed")
 class EmbedParams:
     """``params.yaml`` section ``embed``."""
 
-    batch_size: int = 64
-    workers: int = 2
-    prefetch: int = 2
+    batch_size: PositiveInt
+    workers: Count  # DataLoader processes (0: decode in the main process)
+    prefetch: PositiveInt
 
 
 def embed_dataset(model: RetrievalModel, manifest: Manifest, out_dir: Path, params: EmbedParams,
@@ -120,34 +117,27 @@ def model_folder(reference: str) -> Path:
     return path if (path / "config.json").is_file() else paths.checkpoint_dir(reference)
 
 
+def run_embed(args: argparse.Namespace, params: Params) -> dict[str, Any]:
+    settings = params.read(EmbedParams, "embed")
+    evaluate = params.read(EvaluateParams, "evaluate")
+    folder = model_folder(args.model)
+    model = load_model(folder)
+    manifest = read_manifest(paths.prepared_dir(args.dataset))
+    galleries = applicable_galleries(args.dataset, evaluate.cross_galleries)
+    out_dir = args.out or paths.embeddings_dir(args.dataset, folder.name)
+    summary = embed_dataset(model, manifest, out_dir, settings, progress=not args.no_progress,
+                            styles=read_styles(args.dataset), styles_root=paths.styles_dir(args.dataset))
+    summary["galleries"] = {name: done["count"] for name, done in
+                            embed_galleries(model, galleries, out_dir, settings, not args.no_progress).items()}
+    return {k: summary[k] for k in ("dataset", "count", "seconds", "galleries")} | {"model": folder.name}
+
+
 def main(argv: list[str] | None = None) -> int:
-    apply_offline_defaults()
-    setup_logging()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__doc__)
     parser.add_argument("--model", required=True, help="a model name (artifacts/checkpoints/<name>) or a folder")
     parser.add_argument("--dataset", required=True, help="a prepared dataset (data/prepared/<dataset>)")
-    parser.add_argument("--params", default=str(paths.PARAMS))
     parser.add_argument("--out", type=Path, default=None, help="default: artifacts/embeddings/<dataset>/<model>")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        raw = load_params(args.params)
-        params = build(EmbedParams, section(raw, "embed", source=args.params), f"{args.params}: embed")
-        evaluate = build(EvaluateParams, section(raw, "evaluate", source=args.params), f"{args.params}: evaluate")
-        folder = model_folder(args.model)
-        model = load_model(folder)
-        manifest = read_manifest(paths.prepared_dir(args.dataset))
-        galleries = applicable_galleries(args.dataset, evaluate.cross_galleries)
-        out_dir = args.out or paths.embeddings_dir(args.dataset, folder.name)
-        summary = embed_dataset(model, manifest, out_dir, params, progress=not args.no_progress,
-                                styles=read_styles(args.dataset), styles_root=paths.styles_dir(args.dataset))
-        summary["galleries"] = {name: done["count"] for name, done in
-                                embed_galleries(model, galleries, out_dir, params, not args.no_progress).items()}
-    except (ConfigError, CheckpointError, ManifestError, BackboneError, OSError, ValueError, KeyError) as error:
-        print(f"embed failed: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: summary[k] for k in ("dataset", "count", "seconds", "galleries")} | {"model": folder.name}))
-    return 0
+    return run_stage("embed", parser, run_embed, argv)
 
 
 if __name__ == "__main__":

@@ -20,28 +20,26 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from models.backbones import BackboneError
-from models.checkpoint import CheckpointError, load_model, read_config
+from models.checkpoint import load_model, read_config
 from models.data import load_image
 from models.interface import PairScorer, RetrievalModel
 from sbir import paths
 from sbir.categories import normalize_category
-from sbir.config import ConfigError, build, load_params, section
 from sbir.embeddings import Embeddings, EmbeddingsError, read_embeddings
-from sbir.env import apply_offline_defaults
 from sbir.index import top_k
 from sbir.io import atomic_write, atomic_write_json
-from sbir.logs import setup_logging
 from sbir.manifest import Manifest, ManifestError, read_manifest
 from sbir.metrics import compute_retrieval, request_for
 from sbir.plots import pick_queries, retrieval_grid
+from sbir.config import Count, Params, PositiveInt
+from sbir.stage import run_stage, stage_parser
 
 log = logging.getLogger("stages.evaluate")
 
@@ -50,17 +48,17 @@ log = logging.getLogger("stages.evaluate")
 class EvaluateParams:
     """``params.yaml`` section ``evaluate``."""
 
-    dataset: str = "openmoji_zs"
-    protocols: list[str] = field(default_factory=lambda: ["all"])
-    ties: Literal["stable", "group"] = "stable"
-    generalised: bool = True
-    exclude_trained_categories: bool = True
-    rerank_top_k: int = 20  # > 0: the top-k of models with a pair scorer (ZSE-SBIR) re-scored
-    grid_queries: int = 8
-    grid_top_k: int = 8
-    explain_queries: int = 2  # sample hits and as many misses: explanation sheets (models that can explain)
-    seed: int = 0
-    cross_galleries: list[str] = field(default_factory=lambda: ["twemoji"])
+    dataset: str
+    protocols: list[str]  # protocol presets of sbir.metrics, or "all"
+    ties: Literal["stable", "group"]
+    generalised: bool
+    exclude_trained_categories: bool
+    rerank_top_k: Count  # > 0: the top-k of models with a pair scorer (ZSE-SBIR) re-scored
+    grid_queries: Count
+    grid_top_k: PositiveInt
+    explain_queries: Count  # sample hits and as many misses: explanation sheets (models that can explain)
+    seed: int
+    cross_galleries: list[str]
 
     def __post_init__(self) -> None:
         request_for(self.protocols, has_instances=True)  # an unknown protocol fails here, before any work
@@ -273,11 +271,11 @@ def write_explanations(model: RetrievalModel | None, manifest: Manifest, sketche
     return {"folder": str(folder), "sheets": [entry["file"] for entry in index["sheets"]]}
 
 
-def evaluate_model(reference: str, dataset: str, params: EvaluateParams, out_dir: Path | None = None,
-                   progress: bool = True) -> dict[str, Any]:
+def evaluate_model(reference: str, dataset: str, params: EvaluateParams, embed: EmbedParams,
+                   out_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Evaluate a model folder (by name or path) on a prepared dataset, embedding it first if no stored
     embeddings exist (cross-dataset runs outside the pipeline)."""
-    from stages.embed import EmbedParams, embed_dataset, model_folder, stored_galleries
+    from stages.embed import embed_dataset, model_folder, stored_galleries
 
     folder = model_folder(reference)
     trained = read_config(folder)
@@ -287,7 +285,7 @@ def evaluate_model(reference: str, dataset: str, params: EvaluateParams, out_dir
     if not (stored / "meta.json").is_file():
         log.info("no stored embeddings of %s on %s: embedding now", folder.name, dataset)
         model = load_model(folder)
-        embed_dataset(model, manifest, stored, EmbedParams(), progress=progress)
+        embed_dataset(model, manifest, stored, embed, progress=progress)
     embeddings = read_embeddings(stored, manifest)
     cross = stored_galleries(folder, dataset, params.cross_galleries, stored, progress)
     if (params.rerank_top_k > 0 or params.explain_queries > 0) and trained.get("kind") == "method":
@@ -297,28 +295,23 @@ def evaluate_model(reference: str, dataset: str, params: EvaluateParams, out_dir
     return document
 
 
-def main(argv: list[str] | None = None) -> int:
-    apply_offline_defaults()
-    setup_logging()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a model name (artifacts/checkpoints/<name>) or a folder")
-    parser.add_argument("--dataset", default=None, help="default: evaluate.dataset")
-    parser.add_argument("--params", default=str(paths.PARAMS))
-    parser.add_argument("--out", type=Path, default=None, help="default: artifacts/eval/<dataset>/<model>")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        params = build(EvaluateParams, section(load_params(args.params), "evaluate", source=args.params),
-                       f"{args.params}: evaluate")
-        dataset = args.dataset or params.dataset
-        document = evaluate_model(args.model, dataset, params, args.out, progress=not args.no_progress)
-    except (ConfigError, CheckpointError, EmbeddingsError, ManifestError, BackboneError, OSError, KeyError,
-            ValueError) as error:
-        print(f"evaluate failed: {error}", file=sys.stderr)
-        return 2
+def run_evaluate(args: argparse.Namespace, params: Params) -> int:
+    from stages.embed import EmbedParams
+
+    settings = params.read(EvaluateParams, "evaluate")
+    document = evaluate_model(args.model, args.dataset or settings.dataset, settings, params.read(EmbedParams, "embed"),
+                              args.out, progress=not args.no_progress)
     shown = {k: v for k, v in document["zero_shot"].items() if k.startswith(("preset/", "map_all"))}
     print(json.dumps({"dataset": document["dataset"], "model": Path(args.model).name, **shown}, indent=1))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--model", required=True, help="a model name (artifacts/checkpoints/<name>) or a folder")
+    parser.add_argument("--dataset", default=None, help="default: evaluate.dataset")
+    parser.add_argument("--out", type=Path, default=None, help="default: artifacts/eval/<dataset>/<model>")
+    return run_stage("evaluate", parser, run_evaluate, argv)
 
 
 if __name__ == "__main__":

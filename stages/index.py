@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +27,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from models.checkpoint import CheckpointError, load_model
+from models.checkpoint import load_model
 from models.embed import embed_paths
 from sbir import paths
-from sbir.config import ConfigError, as_params, build, load_params, section
-from sbir.env import apply_offline_defaults, apply_project_defaults
+from sbir.config import as_params
 from sbir.images import flatten_alpha
 from sbir.index import IndexSpec, build_index, recall_at_k
 from sbir.io import atomic_write_json
-from sbir.logs import setup_logging
-from sbir.manifest import ManifestError, read_manifest
+from sbir.manifest import read_manifest
 from stages.registry import Registry, RegistryError
+from typing import Literal
+from sbir.config import Count, Params, PositiveInt
+from sbir.stage import run_stage, stage_parser
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 log = logging.getLogger("stages.index")
@@ -47,19 +48,15 @@ log = logging.getLogger("stages.index")
 class IndexParams:
     """``params.yaml`` section ``index``."""
 
-    dataset: str = "openmoji_zs"
-    splits: list[str] = field(default_factory=list)  # empty: every split
-    folder: str = ""                                  # a user's photo folder instead of the dataset
-    kind: str = "exact"                               # exact | hnsw | ivf | auto
-    approximate_above: int = 200_000                  # auto: IVF above this many photos
-    recall_k: int = 100
-    thumbnail_size: int = 128
-    batch_size: int = 64
-    workers: int = 2
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("exact", "hnsw", "ivf", "auto"):
-            raise ValueError(f"index.kind must be exact, hnsw, ivf or auto; got {self.kind!r}")
+    dataset: str
+    splits: list[str]  # empty: every split
+    folder: str  # a user's photo folder instead of the dataset
+    kind: Literal["exact", "hnsw", "ivf", "auto"]
+    approximate_above: PositiveInt  # auto: IVF above this many photos
+    recall_k: PositiveInt
+    thumbnail_size: PositiveInt
+    batch_size: PositiveInt
+    workers: Count
 
 
 def emoji_label(instance_id: str) -> str:
@@ -147,29 +144,23 @@ def build_bundle(registry: Registry, dataset: str, protocol: str, settings: Inde
     return meta
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folder", help="index this folder of photos instead of params index.folder/dataset")
-    parser.add_argument("--out", type=Path, default=paths.serving_bundle())
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    apply_offline_defaults()
-    apply_project_defaults()
-    setup_logging()
-    try:
-        params = load_params()
-        settings = build(IndexParams, section(params, "index"), "params.yaml: index")
-        if args.folder:
-            settings.folder = args.folder
-        meta = build_bundle(Registry(os.environ["BENTOML_HOME"]), section(params, "evaluate")["dataset"],
-                            section(params, "register")["metric"], settings, args.out, not args.no_progress)
-    except (ConfigError, CheckpointError, RegistryError, ManifestError, OSError) as error:
-        log.error("%s", error)
-        return 2
+def run_index(args: argparse.Namespace, params: Params) -> int:
+    settings = params.read(IndexParams, "index")
+    if args.folder:
+        settings.folder = args.folder
+    meta = build_bundle(Registry(os.environ["BENTOML_HOME"]), params.value("evaluate.dataset", str),
+                        params.value("register.metric", str), settings, args.out, not args.no_progress)
     log.info("indexed %d photos (%s) with %s %s: %s index%s → %s", meta["gallery"]["size"], meta["gallery"]["source"],
              meta["champion"]["method"], meta["champion"]["version"], meta["index"]["kind"],
              "".join(f", {k} {v:.3f}" for k, v in meta["index"].items() if k.startswith("recall")), args.out)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--folder", help="index this folder of photos instead of params index.folder/dataset")
+    parser.add_argument("--out", type=Path, default=paths.serving_bundle())
+    return run_stage("index", parser, run_index, argv, project_homes=True)
 
 
 if __name__ == "__main__":

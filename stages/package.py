@@ -16,9 +16,9 @@ import time
 from datetime import UTC, datetime
 
 from sbir import paths
-from sbir.env import apply_offline_defaults, apply_project_defaults
 from sbir.io import atomic_write_json
-from sbir.logs import setup_logging
+from sbir.config import Params
+from sbir.stage import run_stage, stage_parser
 
 log = logging.getLogger("stages.package")
 
@@ -39,22 +39,18 @@ def build_bento(bentofile: str = "bentofile.yaml") -> dict[str, object]:
             "gallery_size": meta["gallery"]["size"], "index": meta["index"]["kind"]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bentofile", default="bentofile.yaml")
-    args = parser.parse_args(argv)
-    apply_offline_defaults()
-    apply_project_defaults()
-    setup_logging()
-    try:
-        record = build_bento(args.bentofile)
-    except (OSError, ValueError, RuntimeError) as error:
-        log.error("%s", error)
-        return 2
+def run_package(args: argparse.Namespace, params: Params) -> int:
+    record = build_bento(args.bentofile)
     atomic_write_json(paths.bento_record(), record)
     log.info("built Bento %s (%s, %d photos) in %.1f s; serve it with `make serve` (or `bentoml serve %s`)",
              record["tag"], record["method"], record["gallery_size"], record["seconds"], record["tag"])
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__, progress=False)
+    parser.add_argument("--bentofile", default="bentofile.yaml")
+    return run_stage("package", parser, run_package, argv, project_homes=True)
 
 
 if __name__ == "__main__":

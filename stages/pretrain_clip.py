@@ -17,58 +17,49 @@ Output: ``artifacts/clip/<dataset>/`` (``model.safetensors``, ``config.json``, `
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.backbones import OPENAI_MEAN, OPENAI_STD, BackboneError
+from models.backbones import OPENAI_MEAN, OPENAI_STD
 from models.clip.pretrain import CaptionedImages, PretrainConfig, pretrain
 from models.clip.tower import build_clip, category_phrase, save_clip_folder, tokenizer_for
 from models.data import TrainSplit, decode_all, read_split
-from models.engine import RuntimeConfig, seed_everything
+from models.engine import RuntimeConfig, TrainSection, seed_everything
 from models.interface import Preprocess
 from sbir import paths
-from sbir.config import ConfigError, build, load_params, section
-from sbir.env import apply_offline_defaults
+from sbir.config import Params
 from sbir.io import atomic_write_json
-from sbir.logs import setup_logging
-from sbir.manifest import Manifest, ManifestError, read_manifest
+from sbir.manifest import Manifest, read_manifest
+from sbir.stage import run_stage, stage_parser
 
 log = logging.getLogger("stages.pretrain_clip")
 
-SMALL_ARCHITECTURE: dict[str, Any] = {
-    "embed_dim": 128,
-    "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 128, "layers": 4, "head_width": 32},
-    "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
-}
-LITE0_TOKENS: dict[str, Any] = {"backbone": "timm:efficientnet_lite0", "pretrained": "package:efficientnet_lite0",
-                                "feature_level": 2}
 
 
 @dataclass
 class CaptionTemplates:
     """Caption of each image: with the item's name where the dataset has names, else the category alone."""
 
-    photo: str = "a picture of {name}, a {category}"
-    sketch: str = "a picture of {name}, a {category}"
-    photo_without_name: str = "a picture of a {category}"
-    sketch_without_name: str = "a picture of a {category}"
+    photo: str
+    sketch: str
+    photo_without_name: str
+    sketch_without_name: str
 
 
 @dataclass
 class PretrainClipParams:
     """``params.yaml`` ``pretrain_clip``."""
 
-    architecture: dict[str, Any] = field(default_factory=lambda: dict(SMALL_ARCHITECTURE))
-    patch_tokens: dict[str, Any] | None = field(default_factory=lambda: dict(LITE0_TOKENS))
-    captions: CaptionTemplates = field(default_factory=CaptionTemplates)
-    train: PretrainConfig = field(default_factory=PretrainConfig)
+    architecture: dict[str, Any]  # open_clip's CLIP config, as data
+    patch_tokens: dict[str, Any] | None  # None: ViT pixel patches; else a pretrained CNN cut at a stage
+    captions: CaptionTemplates
+    train: PretrainConfig
 
     def full_architecture(self) -> dict[str, Any]:
         return {**self.architecture, "patch_tokens": self.patch_tokens}
@@ -151,30 +142,20 @@ def pretrain_clip(manifest: Manifest, params: PretrainClipParams, runtime: Runti
     return summary
 
 
+def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
+    settings = params.read(TrainSection, "train")
+    values = params.read(PretrainClipParams, "pretrain_clip")
+    dataset = args.dataset or settings.dataset
+    return pretrain_clip(read_manifest(paths.prepared_dir(dataset)), values, settings.runtime,
+                         args.out or paths.pretrained_clip_dir(dataset), stop_after_steps=args.stop_after_steps)
+
+
 def main(argv: list[str] | None = None) -> int:
-    apply_offline_defaults()
-    setup_logging()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__doc__)
     parser.add_argument("--dataset", default=None, help="default: train.dataset")
-    parser.add_argument("--params", default=str(paths.PARAMS))
     parser.add_argument("--out", type=Path, default=None, help="default: artifacts/clip/<dataset>")
-    parser.add_argument("--no-progress", action="store_true", help="accepted for symmetry (epoch lines are logged)")
     parser.add_argument("--stop-after-steps", type=int, default=None, help="end early (smoke runs, tests)")
-    args = parser.parse_args(argv)
-    try:
-        values = load_params(args.params)
-        dataset = args.dataset or section(values, "train", source=args.params).get("dataset", "openmoji_zs")
-        runtime = build(RuntimeConfig, section(values, "train", source=args.params).get("runtime", {}),
-                        f"{args.params}: train.runtime")
-        params = build(PretrainClipParams, section(values, "pretrain_clip", source=args.params),
-                       f"{args.params}: pretrain_clip")
-        summary = pretrain_clip(read_manifest(paths.prepared_dir(dataset)), params, runtime,
-                                args.out or paths.pretrained_clip_dir(dataset), stop_after_steps=args.stop_after_steps)
-    except (ConfigError, ManifestError, BackboneError, ValueError, TypeError, KeyError, OSError) as error:
-        print(f"pretrain_clip failed: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+    return run_stage("pretrain_clip", parser, run_pretrain, argv)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,9 @@ from typing import Any
 
 from models.checkpoint import CheckpointError, read_config
 from sbir import paths
-from sbir.config import ConfigError, as_params, build, load_params, section
-from sbir.env import apply_offline_defaults, apply_project_defaults
+from sbir.config import ConfigError, NonNegativeFloat, Params, as_params
 from sbir.io import atomic_write_json
-from sbir.logs import setup_logging
+from sbir.stage import run_stage, stage_parser
 from stages.registry import Decision, Registry, RegistryError
 
 log = logging.getLogger("stages.register")
@@ -36,9 +35,9 @@ class RegisterParams:
     """``params.yaml`` section ``register``: ``metric`` is a path into metrics.json (section/key) and names the
     protocol a champion is held under."""
 
-    metric: str = "zero_shot/map_all/sklearn/query"
-    margin: float = 0.0
-    include_baselines: bool = False
+    metric: str  # e.g. zero_shot/map_all/sklearn/query
+    margin: NonNegativeFloat  # a challenger must beat the champion by more than this
+    include_baselines: bool
 
     def __post_init__(self) -> None:
         if "/" not in self.metric:
@@ -73,7 +72,7 @@ def candidates(dataset: str, settings: RegisterParams, models: list[str] | None 
     return scores
 
 
-def register_best(dataset: str, settings: RegisterParams, registry: Registry, params: dict[str, Any],
+def register_best(dataset: str, settings: RegisterParams, registry: Registry, params: Params,
                   models: list[str] | None = None) -> tuple[Decision, dict[str, float]]:
     """Register the best candidate on ``dataset`` and gate it; returns the decision and every candidate's score."""
     scores = candidates(dataset, settings, models)
@@ -87,27 +86,15 @@ def register_best(dataset: str, settings: RegisterParams, registry: Registry, pa
     decision = registry.register(
         paths.checkpoint_dir(best), method=best, dataset=dataset, protocol=settings.metric, score=scores[best],
         metrics={group: document[group] for group in ("zero_shot", "generalised", "style_shift") if group in document},
-        params=params.get(best, {}), margin=settings.margin, data_fingerprint=checkpoint.get("data_fingerprint", ""))
+        params=params.section(best), margin=settings.margin, data_fingerprint=checkpoint.get("data_fingerprint", ""))
     return decision, scores
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", help="evaluation dataset (default: params evaluate.dataset)")
-    parser.add_argument("--models", nargs="+", help="only these evaluated models are candidates")
-    args = parser.parse_args(argv)
-    apply_offline_defaults()
-    apply_project_defaults()
-    setup_logging()
-    try:
-        params = load_params()
-        settings = build(RegisterParams, section(params, "register"), "params.yaml: register")
-        dataset = args.dataset or section(params, "evaluate")["dataset"]
-        registry = Registry(os.environ["BENTOML_HOME"])
-        decision, scores = register_best(dataset, settings, registry, params, args.models)
-    except (ConfigError, CheckpointError, RegistryError, OSError, ValueError) as error:  # ValueError: bad JSON
-        log.error("%s", error)
-        return 2
+def run_register(args: argparse.Namespace, params: Params) -> int:
+    settings = params.read(RegisterParams, "register")
+    dataset = args.dataset or params.value("evaluate.dataset", str)
+    registry = Registry(os.environ["BENTOML_HOME"])
+    decision, scores = register_best(dataset, settings, registry, params, args.models)
     verdict = "promoted to champion" if decision.promoted else "registered, not promoted"
     log.info("%s %s (%s = %.4f): %s — %s", decision.method, decision.version, settings.metric, decision.score,
              verdict, decision.reason)
@@ -116,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         "champion": (registry.champion(dataset, settings.metric) or {}).get("version"),
         "store": str(Path(registry.home))})
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__, progress=False)
+    parser.add_argument("--dataset", help="evaluation dataset (default: params evaluate.dataset)")
+    parser.add_argument("--models", nargs="+", help="only these evaluated models are candidates")
+    return run_stage("register", parser, run_register, argv, project_homes=True)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sbir.io import atomic_write_json, atomic_write_text
+from sbir.errors import StoreError
 
 ENCODER_MODELS = {"sketch": "zssbir-sketch", "photo": "zssbir-photo"}
 LEDGER_FILE = "zssbir-registry.json"
@@ -53,7 +54,7 @@ def store_safe(value: Any) -> Any:
     return value
 
 
-class RegistryError(ValueError):
+class RegistryError(StoreError):
     """A registry operation that cannot be done: says what is missing and what exists."""
 
 

@@ -15,7 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from sbir import paths
+from sbir.config import Params
 from sbir.io import atomic_write_text
+from sbir.errors import DataError
+from sbir.stage import run_stage, stage_parser
 
 COLUMNS = {"mAP@all": "map_all/sklearn/query", "mAP@all VOC/class": "map_all/voc/class",
            "P@100": "p_100/k/query", "FG Acc@1": "fg/acc@1/gallery", "FG Acc@5": "fg/acc@5/gallery"}
@@ -88,27 +91,30 @@ def markdown_table(rows: list[dict[str, str]], dataset: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", default="openmoji_zs")
-    parser.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown here")
-    args = parser.parse_args(argv)
-    rows = summary_rows(args.dataset)
+def run_report(args: argparse.Namespace, params: Params) -> int:
+    dataset = args.dataset or params.value("evaluate.dataset", str)
+    rows = summary_rows(dataset)
     if not rows:
-        print(f"no evaluation results under {paths.EVAL_ROOT / args.dataset}; run `make run` first", file=sys.stderr)
-        return 1
+        raise DataError(f"no evaluation results under {paths.EVAL_ROOT / dataset}; run `make run` first")
     if args.markdown:
-        atomic_write_text(args.markdown, markdown_table(rows, args.dataset))
-    table = Table(title=f"Zero-shot retrieval on {args.dataset} (unseen categories)")
+        atomic_write_text(args.markdown, markdown_table(rows, dataset))
+    table = Table(title=f"Zero-shot retrieval on {dataset} (unseen categories)")
     for column in rows[0]:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
         table.add_row(*row.values())
     Console(width=max(150, Console().width)).print(table)
-    print(f"Details: {paths.EVAL_ROOT / args.dataset}/<model>/ (metrics.json, pr.csv, grid.png); "
+    print(f"Details: {paths.EVAL_ROOT / dataset}/<model>/ (metrics.json, pr.csv, grid.png); "
           "compare with `dvc metrics show` and `dvc plots show`.")
-    print(serving_summary(args.dataset))
+    print(serving_summary(dataset))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__, progress=False)
+    parser.add_argument("--dataset", default=None, help="default: evaluate.dataset")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown here")
+    return run_stage("report", parser, run_report, argv)
 
 
 def serving_summary(dataset: str, root: Path = Path(".")) -> str:

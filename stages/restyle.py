@@ -10,23 +10,22 @@ A dataset without vector line art gets an empty table saying why, and the report
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from sbir import paths
-from sbir.config import ConfigError, build, load_params, section
 from sbir.datasets import DatasetError, create
 from sbir.datasets.styles import STYLES
-from sbir.env import apply_offline_defaults
 from sbir.io import atomic_write, atomic_write_json
-from sbir.logs import setup_logging
-from sbir.manifest import COLUMNS, ManifestError, read_manifest
+from sbir.manifest import COLUMNS, read_manifest
+from typing import Any
+from sbir.config import Params
+from sbir.stage import run_stage, stage_parser
 
 STYLES_FILE = "styles.parquet"
 log = logging.getLogger("stages.restyle")
@@ -36,8 +35,7 @@ log = logging.getLogger("stages.restyle")
 class RestyleParams:
     """``params.yaml`` section ``restyle``."""
 
-    styles: list[str] = field(default_factory=lambda: ["thin_grey", "thick_marker", "faint_scan", "tiny_bitmap",
-                                                       "off_centre_partial"])
+    styles: list[str]  # names of sbir/datasets/styles.py
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.styles) - set(STYLES))
@@ -74,25 +72,17 @@ def read_styles(dataset: str) -> pd.DataFrame | None:
     return frame if len(frame) else None
 
 
+def run_restyle(args: argparse.Namespace, params: Params) -> dict[str, Any]:
+    frame = restyle_dataset(args.dataset, params.read(RestyleParams, "restyle"),
+                            params.section(f"prepare.{args.dataset}"), paths.styles_dir(args.dataset),
+                            progress=not args.no_progress)
+    return {"dataset": args.dataset, "sketches": len(frame), "styles": sorted(frame["style"].unique().tolist())}
+
+
 def main(argv: list[str] | None = None) -> int:
-    apply_offline_defaults()
-    setup_logging()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__doc__)
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--params", default=str(paths.PARAMS))
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-        restyle = build(RestyleParams, section(params, "restyle", source=args.params), f"{args.params}: restyle")
-        frame = restyle_dataset(args.dataset, restyle, section(params, "prepare", args.dataset, source=args.params),
-                                paths.styles_dir(args.dataset), progress=not args.no_progress)
-    except (ConfigError, DatasetError, ManifestError, KeyError, OSError) as error:
-        print(f"restyle failed: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps({"dataset": args.dataset, "sketches": len(frame),
-                      "styles": sorted(frame["style"].unique().tolist())}))
-    return 0
+    return run_stage("restyle", parser, run_restyle, argv)
 
 
 if __name__ == "__main__":

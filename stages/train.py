@@ -13,51 +13,40 @@ baseline's arguments). Outputs: ``artifacts/checkpoints/<model>/`` (checkpoint f
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from models.backbones import BackboneError
 from models.checkpoint import save_baseline, save_method
-from models.engine import RuntimeConfig, TrainConfig
+from models.engine import TrainConfig, TrainSection
 from models.method import Method, get_method
 from models.registry import create_baseline, is_baseline
 from sbir import paths
-from sbir.config import ConfigError, build, load_params, section
-from sbir.env import apply_offline_defaults
+from sbir.config import Params, build
 from sbir.io import atomic_write_json
-from sbir.logs import setup_logging
-from sbir.manifest import ManifestError, read_manifest
+from sbir.manifest import read_manifest
+from sbir.stage import run_stage, stage_parser
 
 log = logging.getLogger("stages.train")
-
-
-@dataclass
-class TrainSection:
-    """``params.yaml`` ``train``: the dataset and how runs are carried out."""
-
-    dataset: str = "openmoji_zs"
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
 @dataclass
 class MethodSection:
     """``params.yaml`` ``<method>``: optimisation settings and the method's own config (checked by the method)."""
 
-    train: TrainConfig = field(default_factory=TrainConfig)
-    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig
+    model: dict[str, Any]
 
 
-def method_settings(params: dict[str, Any], name: str, source: str = "params.yaml") -> tuple[Method, TrainConfig]:
+def method_settings(params: Params, name: str) -> tuple[Method, TrainConfig]:
     """The method named ``name`` with its config, and its optimisation settings, from its params section."""
     method_class = get_method(name)
-    values = build(MethodSection, section(params, name, source=source), f"{source}: {name}")
-    return method_class(build(method_class.config_class, values.model, f"{source}: {name}.model")), values.train
+    values = params.read(MethodSection, name)
+    return method_class(build(method_class.config_class, values.model, f"{params.source}: {name}.model")), values.train
 
 
 class DVCLiveEpochs:
@@ -72,16 +61,16 @@ class DVCLiveEpochs:
         self.live.next_step()
 
 
-def train_method(name: str, params: dict[str, Any], *, source: str = "params.yaml", progress: bool = True,
-                 stop_after_steps: int | None = None, on_checkpoint=None) -> dict[str, Any]:
+def train_method(name: str, params: Params, *, progress: bool = True, stop_after_steps: int | None = None,
+                 on_checkpoint=None) -> dict[str, Any]:
     """Train (resuming if a state exists), export the model folder; returns the summary."""
     from dvclive import Live
 
     from models.data import read_split
     from models.engine import setup_distributed, train
 
-    settings = build(TrainSection, section(params, "train", source=source), f"{source}: train")
-    method, config = method_settings(params, name, source)
+    settings = params.read(TrainSection, "train")
+    method, config = method_settings(params, name)
     ctx = setup_distributed()
     state_dir = paths.train_state_dir(name, settings.dataset)
     log_dir = paths.train_log_dir(name)
@@ -112,10 +101,10 @@ def train_method(name: str, params: dict[str, Any], *, source: str = "params.yam
     return summary
 
 
-def build_baseline(name: str, params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
+def build_baseline(name: str, params: Params) -> dict[str, Any]:
     """A baseline's model folder: nothing to learn, so its params (and random weights, if any) are the model."""
-    values = section(params, name, source=source)
-    model = create_baseline(name, values, f"{source}: {name}")
+    values = params.section(name)
+    model = create_baseline(name, values, f"{params.source}: {name}")
     save_baseline(paths.checkpoint_dir(name), name, values, model)
     summary = {"model": name, "baseline": True, "embedding_dim": model.embedding_dim}
     atomic_write_json(paths.train_log_dir(name) / "summary.json", summary)
@@ -134,30 +123,21 @@ class HoldAfterCheckpoint:
             time.sleep(1)
 
 
+def run_train(args: argparse.Namespace, params: Params) -> dict[str, Any]:
+    if is_baseline(args.model):
+        return build_baseline(args.model, params)
+    hold = HoldAfterCheckpoint(args.hold_after_checkpoint) if args.hold_after_checkpoint else None
+    return train_method(args.model, params, progress=not args.no_progress, stop_after_steps=args.stop_after_steps,
+                        on_checkpoint=hold)
+
+
 def main(argv: list[str] | None = None) -> int:
-    apply_offline_defaults()
-    setup_logging()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__doc__)
     parser.add_argument("--model", required=True, help="a method (e.g. dsn) or a baseline (e.g. baseline_hog)")
-    parser.add_argument("--params", default=str(paths.PARAMS))
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines are still logged)")
     parser.add_argument("--stop-after-steps", type=int, default=None, help="end early (smoke runs, tests)")
     parser.add_argument("--hold-after-checkpoint", type=Path, default=None, metavar="MARKER",
                         help="tests: after the first saved state, write MARKER and wait to be killed")
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-        if is_baseline(args.model):
-            summary = build_baseline(args.model, params, args.params)
-        else:
-            hold = HoldAfterCheckpoint(args.hold_after_checkpoint) if args.hold_after_checkpoint else None
-            summary = train_method(args.model, params, source=args.params, progress=not args.no_progress,
-                                   stop_after_steps=args.stop_after_steps, on_checkpoint=hold)
-    except (ConfigError, ManifestError, ValueError, TypeError, KeyError, BackboneError, OSError) as error:
-        print(f"train failed: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+    return run_stage("train", parser, run_train, argv)
 
 
 if __name__ == "__main__":

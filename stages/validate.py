@@ -14,19 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from sbir import paths
-from sbir.config import ConfigError, build, load_params, section
-from sbir.env import apply_offline_defaults
 from sbir.integrity import category_splits, file_facts, group_counts, relation_facts
 from sbir.io import atomic_write_text
-from sbir.logs import setup_logging
-from sbir.manifest import COLUMNS, DOMAINS, SPLITS, ManifestError, read_manifest
+from sbir.manifest import COLUMNS, DOMAINS, SPLITS, read_manifest
+from sbir.config import Count, Params, PositiveInt
+from sbir.errors import DataError
+from sbir.stage import run_stage, stage_parser
 MAX_LISTED = 50  # offending rows listed per failed check
 
 
@@ -35,13 +35,12 @@ class ValidateParams:
     """Thresholds of the data gate (``params.yaml`` section ``validate``)."""
 
     # per split × category × domain that the split contains; test_seen is a small hold-out by design
-    min_images_per_category: dict[str, int] = field(
-        default_factory=lambda: {"train": 3, "test_seen": 1, "test_unseen": 3})
-    min_side: int = 32
-    max_side: int = 4096
-    sketch_modes: list[str] = field(default_factory=lambda: ["1", "L", "LA", "P", "RGB", "RGBA"])
-    photo_modes: list[str] = field(default_factory=lambda: ["L", "P", "RGB", "RGBA"])
-    workers: int = 4
+    min_images_per_category: dict[str, Count]
+    min_side: PositiveInt
+    max_side: PositiveInt
+    sketch_modes: list[str]  # Pillow modes
+    photo_modes: list[str]
+    workers: PositiveInt
 
 
 def _suites(gx: Any, params: ValidateParams, domains: tuple[str, ...] = DOMAINS) -> dict[str, list[tuple[str, Any]]]:
@@ -147,32 +146,25 @@ def format_failures(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    apply_offline_defaults()
-    setup_logging()
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--prepared", type=Path, default=None, help="default: data/prepared/<dataset>")
-    parser.add_argument("--report", type=Path, default=None, help="default: data/reports/validation/<dataset>.json")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+def run_validate(args: argparse.Namespace, params: Params) -> int:
     report_path = args.report or paths.validation_report(args.dataset)
-    try:
-        params = build(ValidateParams, section(load_params(args.params), "validate", source=args.params),
-                       f"{args.params}: validate")
-        report = validate_dataset(args.prepared or paths.prepared_dir(args.dataset), params,
-                                  progress=not args.no_progress)
-    except (ConfigError, ManifestError) as error:
-        print(f"validate failed: {error}", file=sys.stderr)
-        return 2
+    report = validate_dataset(args.prepared or paths.prepared_dir(args.dataset), params.read(ValidateParams, "validate"),
+                              progress=not args.no_progress)
     atomic_write_text(report_path, json.dumps(report, indent=2))
     if not report["success"]:
         print(format_failures(report), file=sys.stderr)
         print(f"full report: {report_path}", file=sys.stderr)
-        return 1
+        return DataError.exit_code
     print(f"validation passed: {len(report['checks'])} checks on {report['images']} images -> {report_path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--prepared", type=Path, default=None, help="default: data/prepared/<dataset>")
+    parser.add_argument("--report", type=Path, default=None, help="default: data/reports/validation/<dataset>.json")
+    return run_stage("validate", parser, run_validate, argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import make_image_dataset
+from helpers import make_image_dataset, params_section
 
 from sbir.env import apply_offline_defaults
 
@@ -25,6 +25,6 @@ def tiny_openmoji(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sbir.datasets import create
 
     out = tmp_path_factory.mktemp("openmoji") / "openmoji_zs"
-    create("openmoji_zs", max_items_per_category=2, sketches_per_item=2, image_size=64,
-           workers=min(2, os.cpu_count() or 1)).prepare(out, progress=False)
+    create("openmoji_zs", **params_section("prepare.openmoji_zs", max_items_per_category=2, sketches_per_item=2, image_size=64,
+           workers=min(2, os.cpu_count() or 1))).prepare(out, progress=False)
     return out

@@ -7,15 +7,29 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
 
+from sbir.config import Params
 from sbir.manifest import file_sha256, write_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PARAMS = Params.load(REPO_ROOT / "params.yaml")  # the one home of every value; tests change what they need
+
+
+def params_section(key: str, **changes: Any) -> dict[str, Any]:
+    """A section of the repository's params.yaml (``prepare.openmoji_zs``) with ``changes`` laid over it."""
+    return {**PARAMS.section(key), **changes}
+
+
+def config(target: Any, key: str, **changes: Any) -> Any:
+    """The typed section ``key`` of the repository's params.yaml built into ``target``, with ``changes``: every
+    value checked as a stage would check it."""
+    return PARAMS.replaced(key, changes).read(target, key) if changes else PARAMS.read(target, key)
 
 
 def make_image_dataset(root: Path, categories: dict[str, str], per_category: int = 3, size: int = 48,

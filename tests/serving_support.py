@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, config, params_section
 
 PROTOCOL = "zero_shot/map_all/sklearn/query"
 
@@ -39,21 +39,21 @@ def make_bundle(root: Path, photos: Path, model: str = "baseline_hog", kind: str
         from models.checkpoint import save_method
         from models.dsn import DSN, DSNConfig
 
-        method = DSN(DSNConfig(image_size=32, pretrained=None, embedding_dim=32, projection_dim=16))
+        method = DSN(config(DSNConfig, "dsn.model", image_size=32, pretrained=None, embedding_dim=32, projection_dim=16))
         save_method(folder, method, method.build(4, load_pretrained=False).eval(), {"train_categories": list("abcd")})
     elif model == "zse":  # an untrained small ZSE-SBIR: explains, re-scores and synthesises
         from models.checkpoint import save_method
         from models.zse import ZSE, ZSEConfig
 
-        method = ZSE(ZSEConfig(image_size=32, pretrained=None, width=32, depth=1, heads=2, embedding_dim=16,
+        method = ZSE(config(ZSEConfig, "zse.model", image_size=32, pretrained=None, width=32, depth=1, heads=2, embedding_dim=16,
                                relation_hidden=8))
         save_method(folder, method, method.build(4, load_pretrained=False).eval(), {"train_categories": list("abcd")})
     else:
-        save_baseline(folder, model, {}, create_baseline(model, {}))
+        save_baseline(folder, model, params_section(model), create_baseline(model, params_section(model)))
     registry = Registry(home)
     registry.register(folder, method=model, dataset="openmoji_zs", protocol=PROTOCOL, score=0.5,
                       metrics={}, params={}, git="test")
-    build_bundle(registry, "openmoji_zs", PROTOCOL, IndexParams(folder=str(photos), workers=0, kind=kind), bundle,
+    build_bundle(registry, "openmoji_zs", PROTOCOL, config(IndexParams, "index", folder=str(photos), workers=0, kind=kind), bundle,
                  progress=False)
     return home, bundle
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +23,7 @@ from torch import nn
 from models.backbones import OPENAI_MEAN, OPENAI_STD
 from models.clip.tower import BackbonePatchTokens, contrastive_loss
 from models.data import augment
+from sbir.config import Count, NonNegativeFloat, PositiveFloat, PositiveInt
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +32,13 @@ log = logging.getLogger(__name__)
 class PretrainConfig:
     """Optimisation of the small CLIP (``params.yaml`` ``pretrain_clip.train``)."""
 
-    epochs: int = 16
-    batch_size: int = 64  # photos per step, each with one of its sketches: 2 × batch_size image–caption pairs
-    lr: float = 0.001
-    weight_decay: float = 0.1  # on matrices only (open_clip's rule)
-    warmup_steps: int = 16  # linear warm-up, then cosine decay to 0
-    stem_lr_factor: float = 0.1  # the pretrained patch-token CNN's lr = lr × factor (0: frozen); BatchNorms frozen
-    seed: int = 0
+    epochs: PositiveInt
+    batch_size: PositiveInt  # photos per step, each with one of its sketches: 2 × batch_size image–caption pairs
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat  # on matrices only (open_clip's rule)
+    warmup_steps: Count  # linear warm-up, then cosine decay to 0
+    stem_lr_factor: NonNegativeFloat  # the pretrained patch-token CNN's lr = lr × factor (0: frozen); BatchNorms frozen
+    seed: int
 
 
 @dataclass

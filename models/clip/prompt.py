@@ -23,7 +23,7 @@ Measured on OpenMoji-ZS with the small CLIP: benchmarks/results/clip_tokenizer_a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ from models.clip.losses import (category_triplet, draw_permutations, instance_tr
 from models.clip.tower import architecture_of, build_visual, category_phrase, image_size_of, load_clip, text_features
 from models.interface import DOMAINS, Preprocess, RetrievalModel
 from models.method import Batch, Method, register_method
+from sbir.config import Count, NonNegativeFloat, PositiveFloat, PositiveInt
 
 METHOD = "clip_prompt"
 LOSS_TERMS = ("triplet", "instance", "classification", "shuffle", "relative")
@@ -45,21 +46,20 @@ LOSS_TERMS = ("triplet", "instance", "classification", "shuffle", "relative")
 class ClipPromptConfig:
     """``params.yaml`` ``clip_prompt.model``; defaults = the small pipeline config."""
 
-    clip: str = "artifacts/clip/openmoji_zs"  # a CLIP folder (stage pretrain_clip) or open_clip:<architecture>
-    pretrained: str | None = None  # open_clip only: a tag (openai, laion2b_s34b_b79k...) or a local weights file
-    architecture: dict[str, Any] | None = None  # resolved from the CLIP when training starts; kept for rebuilding
-    prompts: int = 3  # learnable tokens per layer and domain
-    deep: bool = True  # a fresh set of prompts at every layer (VPT-deep); false: at the first layer only
-    text_template: str = "a picture of a {}"  # the small CLIP's captions; published CLIPs: "a photo of a {}"
-    margin: float = 0.2  # category triplet, cosine distance
-    instance_margin: float = 0.2
-    shuffle_grid: int = 2  # patch shuffling: a grid × grid layout of cells
-    shuffle_pairs: int = 16  # pairs per batch that also enter shuffled (the first ones of the random batch)
-    shuffle_margin: float = 0.2
-    relative_temperature: float = 0.1  # τ of the relative-distance regulariser
-    layernorm_lr_factor: float = 1.0  # the image tower's LayerNorms train at lr × this (authors: 0.1); prompts at lr
-    loss_weights: dict[str, float] = field(default_factory=lambda: {
-        "triplet": 1.0, "instance": 1.0, "classification": 0.5, "shuffle": 0.5, "relative": 0.5})
+    clip: str  # a CLIP folder (stage pretrain_clip) or open_clip:<architecture>
+    pretrained: str | None  # open_clip only: a tag (openai, laion2b_s34b_b79k...) or a local weights file
+    architecture: dict[str, Any] | None  # resolved from the CLIP when training starts; kept for rebuilding
+    prompts: PositiveInt  # learnable tokens per layer and domain
+    deep: bool  # a fresh set of prompts at every layer (VPT-deep); false: at the first layer only
+    text_template: str  # the small CLIP's captions; published CLIPs: "a photo of a {}"
+    margin: NonNegativeFloat  # category triplet, cosine distance
+    instance_margin: NonNegativeFloat
+    shuffle_grid: PositiveInt  # patch shuffling: a grid × grid layout of cells
+    shuffle_pairs: Count  # pairs per batch that also enter shuffled (the first ones of the random batch)
+    shuffle_margin: NonNegativeFloat
+    relative_temperature: PositiveFloat  # τ of the relative-distance regulariser
+    layernorm_lr_factor: NonNegativeFloat  # the image tower's LayerNorms train at lr × this (authors: 0.1); prompts at lr
+    loss_weights: dict[str, NonNegativeFloat]  # per loss term; an unknown term is an error
 
 
 def standardise(images: torch.Tensor) -> torch.Tensor:

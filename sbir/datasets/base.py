@@ -16,9 +16,10 @@ import pandas as pd
 
 from sbir.config import ConfigError, build
 from sbir.manifest import Manifest
+from sbir.errors import DataError
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError):
     """A dataset source that cannot be read: says which path and what was expected there."""
 
 

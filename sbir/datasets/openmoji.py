@@ -203,10 +203,9 @@ class OpenMojiZS(Dataset):
     """The embedded default: OpenMoji line art as sketches, colour renderings as photos."""
 
 
-    def __init__(self, image_size: int = 128, sketches_per_item: int = 3, min_items_per_category: int = 5,
-                 exclude_groups: tuple[str, ...] | list[str] = ("Flags",), seen_test_fraction: float = 0.1,
-                 seed: int = 0, workers: int = 2, max_items_per_category: int | None = None,
-                 split_file: str | None = None) -> None:
+    def __init__(self, image_size: int, sketches_per_item: int, min_items_per_category: int,
+                 exclude_groups: tuple[str, ...] | list[str], seen_test_fraction: float, seed: int, workers: int,
+                 max_items_per_category: int | None, split_file: str | None = None) -> None:
         if image_size < 16 or sketches_per_item < 1 or not 0 <= seen_test_fraction < 1:
             raise DatasetError("openmoji_zs: need image_size ≥ 16, sketches_per_item ≥ 1, 0 ≤ seen_test_fraction < 1")
         self.image_size = image_size

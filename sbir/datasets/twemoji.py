@@ -130,8 +130,8 @@ def gallery_rows(source: Manifest, svg_dir: Path, out_dir: Path, splits: tuple[s
 class Twemoji(Dataset):
     """Twemoji colour renderings of a prepared OpenMoji-ZS's emoji: a photo-only gallery."""
 
-    def __init__(self, source: str = "openmoji_zs", splits: list[str] | tuple[str, ...] = ("test_unseen",),
-                 image_size: int | None = None, margin: float = 0.14) -> None:
+    def __init__(self, source: str, splits: list[str] | tuple[str, ...], image_size: int | None,
+                 margin: float) -> None:
         unknown = sorted(set(splits) - set(SPLITS))
         if not splits or unknown:
             raise DatasetError(f"twemoji: splits must be a non-empty subset of {list(SPLITS)}, got {list(splits)}")

@@ -1,12 +1,13 @@
+import dataclasses
 import inspect
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import pytest
 import yaml
 
-from sbir.config import ConfigError, build, load_params, section
+from sbir.config import ConfigError, Params, PositiveInt, Fraction, build
 from sbir.env import OFFLINE_DEFAULTS, apply_offline_defaults
 
 
@@ -18,28 +19,56 @@ class Demo:
 
 def test_section_and_build(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text("stage:\n  demo:\n    size: 3\n")
-    params = load_params(tmp_path / "p.yaml")
-    assert build(Demo, section(params, "stage", "demo"), "stage.demo") == Demo(size=3)
+    params = Params.load(tmp_path / "p.yaml")
+    assert params.read(Demo, "stage.demo") == Demo(size=3)
+    assert params.value("stage.demo.size", int) == 3
+
+
+def test_profiles_are_overlays_read_through_the_same_loader(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text("stage:\n  demo: {size: 3, name: a}\nother: {size: 1}\n")
+    (tmp_path / "paper.yaml").write_text("stage:\n  demo: {size: 5}\n")
+    (tmp_path / "gpu.yaml").write_text("stage:\n  demo: {name: b}\n")
+    params = Params.load(tmp_path / "p.yaml", [tmp_path / "paper.yaml", tmp_path / "gpu.yaml"])
+    assert params.read(Demo, "stage.demo") == Demo(size=5, name="b") and params.read(Demo, "other") == Demo(size=1)
+    (tmp_path / "bad.yaml").write_text("stage:\n  demo: {size: -1}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: stage.demo.size: -1 is not allowed; expected a value > 0"):
+        Params.load(tmp_path / "p.yaml", [tmp_path / "bad.yaml"]).read(Checked, "stage.demo")
+
+
+@dataclass
+class Checked:
+    size: PositiveInt
+    name: str
+    share: Fraction | None = None
+
+
+def test_values_are_checked_for_sense() -> None:
+    assert build(Checked, {"size": 2, "name": "x", "share": 1}, "s") == Checked(2, "x", 1.0)
+    for values, message in [({"size": 0, "name": "x"}, r"s.size: 0 is not allowed; expected a value > 0"),
+                            ({"size": 1, "name": "x", "share": 1.5}, r"s.share: 1.5 is not allowed; expected a value in \[0, 1\]"),
+                            ({"size": 1.5, "name": "x"}, r"s.size: expected int, got 1.5")]:
+        with pytest.raises(ConfigError, match=message):
+            build(Checked, values, "s")
 
 
 def test_errors_name_the_key(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text("stage:\n  demo: 5\n")
-    params = load_params(tmp_path / "p.yaml")
+    params = Params.load(tmp_path / "p.yaml")
     with pytest.raises(ConfigError, match="missing section 'stage.other'"):
-        section(params, "stage", "other")
+        params.section("stage.other")
     with pytest.raises(ConfigError, match="'stage.demo' must be a mapping"):
-        section(params, "stage", "demo")
+        params.section("stage.demo")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['colour'\]"):
         build(Demo, {"size": 1, "colour": "red"}, "stage.demo")
     with pytest.raises(ConfigError, match="stage.demo"):
         build(Demo, {}, "stage.demo")
     with pytest.raises(ConfigError, match="params file not found"):
-        load_params(tmp_path / "absent.yaml")
+        Params.load(tmp_path / "absent.yaml")
 
 
 def test_repository_params_parse() -> None:
-    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    assert {"prepare", "validate"} <= set(params)
+    params = Params.load(Path(__file__).resolve().parents[2] / "params.yaml")
+    assert {"prepare", "validate"} <= set(params.values)
 
 
 def test_offline_defaults_respect_user_choices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,44 +121,68 @@ def test_typed_callables_are_checked_like_dataclasses() -> None:
         build(factory, {"size": 2.5}, "f")
 
 
-def test_committed_params_are_the_code_defaults() -> None:
-    """One source of defaults: every section of params.yaml equals its dataclass's defaults, key for key."""
+def _config_classes() -> dict[str, object]:
+    """Every typed section of params.yaml → the class (or typed constructor) that reads it."""
+    from flows.cli import RunParams
+    from models.clip.prompt import ClipPromptConfig
     from models.dsn import DSNConfig
-    from models.engine import RuntimeConfig, TrainConfig
+    from models.engine import TrainConfig, TrainSection
     from models.registry import baseline_factory
+    from models.zse import ZSEConfig
+    from sbir.datasets.base import _REGISTRY as DATASETS
     from stages.embed import EmbedParams
     from stages.evaluate import EvaluateParams
     from stages.index import IndexParams
+    from stages.pretrain_clip import PretrainClipParams
     from stages.register import RegisterParams
     from stages.restyle import RestyleParams
-    from stages.train import TrainSection
+    from stages.validate import ValidateParams
 
-    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    assert build(TrainSection, params["train"], "train") == TrainSection()
-    assert set(params["train"]["runtime"]) == {f.name for f in fields(RuntimeConfig)}
-    assert build(TrainConfig, params["dsn"]["train"], "dsn.train") == TrainConfig()
-    assert set(params["dsn"]["train"]) == {f.name for f in fields(TrainConfig)}
-    assert build(DSNConfig, params["dsn"]["model"], "dsn.model") == DSNConfig()
-    assert set(params["dsn"]["model"]) == {f.name for f in fields(DSNConfig)}
-    assert build(EmbedParams, params["embed"], "embed") == EmbedParams()
-    assert build(EvaluateParams, params["evaluate"], "evaluate") == EvaluateParams()
-    assert build(RestyleParams, params["restyle"], "restyle") == RestyleParams()
-    assert set(params["evaluate"]) == {f.name for f in fields(EvaluateParams)}
-    assert build(RegisterParams, params["register"], "register") == RegisterParams()
-    assert set(params["register"]) == {f.name for f in fields(RegisterParams)}
-    assert build(IndexParams, params["index"], "index") == IndexParams()
-    assert set(params["index"]) == {f.name for f in fields(IndexParams)}
-    from models.clip.prompt import ClipPromptConfig
-    from stages.pretrain_clip import PretrainClipParams
-
-    assert build(ClipPromptConfig, params["clip_prompt"]["model"], "clip_prompt.model") == ClipPromptConfig()
-    assert set(params["clip_prompt"]["model"]) == {f.name for f in fields(ClipPromptConfig)}
-    assert build(PretrainClipParams, params["pretrain_clip"], "pretrain_clip") == PretrainClipParams()
+    classes: dict[str, object] = {
+        "run": RunParams, "train": TrainSection, "validate": ValidateParams, "restyle": RestyleParams,
+        "embed": EmbedParams, "evaluate": EvaluateParams, "register": RegisterParams, "index": IndexParams,
+        "pretrain_clip": PretrainClipParams, "dsn.model": DSNConfig, "zse.model": ZSEConfig,
+        "clip_prompt.model": ClipPromptConfig, "prepare.openmoji_zs": DATASETS["openmoji_zs"],
+        "prepare.twemoji": DATASETS["twemoji"]}
+    for method in ("dsn", "zse", "clip_prompt"):
+        classes[f"{method}.train"] = TrainConfig
     for name in ("baseline_random", "baseline_imagenet", "baseline_hog"):
-        signature = inspect.signature(baseline_factory(name))
-        defaults = {key: p.default for key, p in signature.parameters.items()}
-        assert params[name] == {key: defaults[key] for key in params[name]}
-        assert set(params[name]) == set(defaults), f"params.yaml {name} lists every argument"
+        classes[name] = baseline_factory(name)
+    return classes
+
+
+def test_params_yaml_is_the_only_home_of_every_value() -> None:
+    """Every typed section builds from params.yaml, which lists every field; the classes hold no default for
+    any of them (types and checks only), so a value cannot live in two places."""
+    params = Params.load(Path(__file__).resolve().parents[2] / "params.yaml")
+    for key, target in _config_classes().items():
+        params.read(target, key)  # every key known, every value of the right type and sense
+        if dataclasses.is_dataclass(target):
+            declared = {f.name: f for f in dataclasses.fields(target)}
+            defaults = [name for name, f in declared.items() if name in params.section(key) and
+                        (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)]
+        else:
+            declared = inspect.signature(target).parameters
+            defaults = [name for name, p in declared.items() if name in params.section(key) and
+                        p.default is not inspect.Parameter.empty]
+        assert set(params.section(key)) <= set(declared), key
+        assert not defaults, f"{key}: {defaults} have a default in the code as well as a value in params.yaml"
+
+
+def test_nonsense_values_are_refused_naming_key_value_and_what_is_allowed() -> None:
+    from models.dsn import DSNConfig
+    from models.engine import TrainConfig
+
+    params = Params.load(Path(__file__).resolve().parents[2] / "params.yaml")
+    cases = [("dsn.train", {"epochs": -3}, "dsn.train.epochs: -3 is not allowed; expected a value > 0"),
+             ("dsn.train", {"lr": 0}, "dsn.train.lr: 0 is not allowed; expected a value > 0"),
+             ("dsn.model", {"style_augment": 1.5}, r"dsn.model.style_augment: 1.5 is not allowed; expected a value in \[0, 1\]"),
+             ("dsn.model", {"pool": "mean"}, r"dsn.model.pool: expected one of \['avg', 'flatten'\], got 'mean'"),
+             ("dsn.model", {"loss_weights": {"memory": -1}}, "dsn.model.loss_weights.memory: -1 is not allowed")]
+    for key, change, message in cases:
+        target = TrainConfig if key.endswith("train") else DSNConfig
+        with pytest.raises(ConfigError, match=message):
+            params.replaced(key, change).read(target, key)
 
 
 def test_stage_paths_match_dvc_yaml() -> None:
@@ -157,7 +210,7 @@ def test_stage_paths_match_dvc_yaml() -> None:
     assert outs("prepare_gallery") == {str(paths.prepared_dir("m"))}
     assert outs("validate_gallery") == {str(paths.validation_report("m"))}
     # the galleries every model is evaluated on are deps of embed and evaluate, and prepared by the pipeline
-    galleries = load_params(Path(__file__).resolve().parents[2] / "params.yaml")["evaluate"]["cross_galleries"]
+    galleries = Params.load(Path(__file__).resolve().parents[2] / "params.yaml").section("evaluate")["cross_galleries"]
     assert set(galleries) <= set(pipeline["vars"][0]["galleries"])
     for stage in ("embed", "evaluate"):
         assert {str(paths.prepared_dir(g)) for g in galleries} <= set(stages[stage]["do"]["deps"])
@@ -175,17 +228,17 @@ def test_stage_paths_match_dvc_yaml() -> None:
         produced = {next(iter(e)) if isinstance(e, dict) else e for s in stages.values()
                     for e in s.get("outs", []) + s.get("do", {}).get("outs", [])}
         assert (root / entry["needs"]).exists() or any(str(out).startswith(entry["needs"]) for out in produced), name
-    assert set(load_params(root / "params.yaml")["run"]["models"]) <= set(models)
+    assert set(Params.load(root / "params.yaml").section("run")["models"]) <= set(models)
 
 
 def test_published_configs_are_valid_sections_of_the_methods() -> None:
-    """configs/published.yaml (the published sizes, for a GPU with user-supplied weights) type-checks as the
-    methods' params sections: the paper's architectures and input sizes."""
+    """configs/published.yaml (the published sizes, for a GPU with user-supplied weights), laid over params.yaml
+    as a profile, type-checks as the methods' params sections: the paper's architectures and input sizes."""
     from stages.train import method_settings
 
     root = Path(__file__).resolve().parents[2]
-    params = load_params(root / "configs/published.yaml")
-    zse, _ = method_settings(params, "zse", "configs/published.yaml")
+    params = Params.load(root / "params.yaml", [root / "configs/published.yaml"])
+    zse, _ = method_settings(params, "zse")
     assert zse.config.backbone == "timm:vit_base_patch16_224" and zse.config.image_size == 224
-    clip, _ = method_settings(params, "clip_prompt", "configs/published.yaml")
+    clip, _ = method_settings(params, "clip_prompt")
     assert clip.config.clip == "open_clip:ViT-B-32" and clip.config.pretrained == "openai"

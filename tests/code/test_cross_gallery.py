@@ -15,6 +15,7 @@ from sbir.datasets import create
 from sbir.embeddings import ROW_COLUMNS, Embeddings, read_embeddings
 from sbir.manifest import ManifestError, manifest_fingerprint, read_manifest
 from stages.evaluate import EvaluateParams, cross_gallery
+from helpers import config, params_section
 
 
 def _embeddings(items: list[tuple[str, str]], domain: str, n_instances: int, instances: list[str]) -> Embeddings:
@@ -36,7 +37,7 @@ def test_section_scores_category_and_same_emoji_hits() -> None:
     sketch_items = [("a", "a1"), ("a", "a2"), ("b", "b1"), ("b", "b2"), ("c", "c1"), ("c", "c1"), ("a", "a3")]
     sketches = _embeddings(sketch_items, "sketch", len(instances), instances)
     gallery = _embeddings(gallery_items, "photo", len(instances), instances)
-    report = cross_gallery(sketches.vectors, sketches.rows, {"twemoji": gallery}, set(), EvaluateParams())
+    report = cross_gallery(sketches.vectors, sketches.rows, {"twemoji": gallery}, set(), config(EvaluateParams, "evaluate"))
     section = report["twemoji"]
     assert section["gallery_dataset"] == "twemoji"
     assert section["n_queries"] == 7 and section["n_gallery"] == 5
@@ -45,7 +46,7 @@ def test_section_scores_category_and_same_emoji_hits() -> None:
     assert section["fg/n_excluded/gallery"] == 1  # the sketch of a3: the gallery has no photo of it
     assert section["p_100/min_k_rel/query"] == pytest.approx(1.0)
     # categories a model trained on leave the gallery (their sketches were dropped before)
-    dropped = cross_gallery(sketches.vectors, sketches.rows, {"twemoji": gallery}, {"c"}, EvaluateParams())
+    dropped = cross_gallery(sketches.vectors, sketches.rows, {"twemoji": gallery}, {"c"}, config(EvaluateParams, "evaluate"))
     assert dropped["twemoji"]["n_gallery"] == 4 and dropped["twemoji"]["n_queries_no_relevant"] == 2
 
 
@@ -55,8 +56,9 @@ def project(tiny_openmoji: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "data/prepared").mkdir(parents=True)
     (tmp_path / "data/prepared/openmoji_zs").symlink_to(tiny_openmoji)
     monkeypatch.chdir(tmp_path)
-    create("twemoji").prepare(paths.prepared_dir("twemoji"), progress=False)
-    save_baseline(paths.checkpoint_dir("baseline_hog"), "baseline_hog", {}, create_baseline("baseline_hog"))
+    create("twemoji", **params_section("prepare.twemoji")).prepare(paths.prepared_dir("twemoji"), progress=False)
+    hog = params_section("baseline_hog")
+    save_baseline(paths.checkpoint_dir("baseline_hog"), "baseline_hog", hog, create_baseline("baseline_hog", hog))
     (tmp_path / "params.yaml").write_text("embed: {workers: 0}\nevaluate: {generalised: false, grid_queries: 2}\n")
     return tmp_path
 

@@ -19,6 +19,7 @@ from sbir.embeddings import read_embeddings
 from sbir.manifest import read_manifest
 from stages.embed import EmbedParams, embed_dataset
 from stages.evaluate import EvaluateParams, evaluate_embeddings, rerank
+from helpers import config, params_section
 
 
 class Oracle(RetrievalModel):
@@ -65,7 +66,7 @@ class InstanceOracle(Oracle):
 def _evaluate(model, manifest, params, out, trained=None):
     stored = out / "embeddings"
     if not (stored / "meta.json").is_file():
-        embed_dataset(model, manifest, stored, EmbedParams(workers=0), progress=False)
+        embed_dataset(model, manifest, stored, config(EmbedParams, "embed", workers=0), progress=False)
     return evaluate_embeddings(read_embeddings(stored, manifest), manifest, params, out / "eval", trained, model)
 
 
@@ -75,7 +76,7 @@ def manifest(tiny_openmoji: Path):
 
 
 def test_oracle_scores_perfect_category_metrics_and_outputs_are_written(manifest, tmp_path: Path) -> None:
-    document = _evaluate(Oracle(manifest), manifest, EvaluateParams(grid_queries=3, grid_top_k=4), tmp_path)
+    document = _evaluate(Oracle(manifest), manifest, config(EvaluateParams, "evaluate", grid_queries=3, grid_top_k=4), tmp_path)
     zero_shot = document["zero_shot"]
     unseen = manifest.select(split="test_unseen")
     assert zero_shot["n_queries"] == (unseen["domain"] == "sketch").sum()
@@ -108,18 +109,18 @@ def test_oracle_scores_perfect_category_metrics_and_outputs_are_written(manifest
 
 
 def test_hog_beats_random_on_openmoji(manifest, tmp_path: Path) -> None:
-    params = EvaluateParams(generalised=False, grid_queries=2)
-    hog = _evaluate(create_baseline("baseline_hog"), manifest, params, tmp_path / "h")
-    rnd = _evaluate(create_baseline("baseline_random"), manifest, params, tmp_path / "r")
+    params = config(EvaluateParams, "evaluate", generalised=False, grid_queries=2)
+    hog = _evaluate(create_baseline("baseline_hog", params_section("baseline_hog")), manifest, params, tmp_path / "h")
+    rnd = _evaluate(create_baseline("baseline_random", params_section("baseline_random")), manifest, params, tmp_path / "r")
     assert hog["zero_shot"]["map_all/sklearn/query"] > rnd["zero_shot"]["map_all/sklearn/query"]
     assert hog["zero_shot"]["fg/acc@1/gallery"] > rnd["zero_shot"]["fg/acc@1/gallery"]
 
 
 def test_pair_scorer_re_ranks_the_top_k(manifest, tmp_path: Path) -> None:
     model = InstanceOracle(manifest)
-    plain = _evaluate(model, manifest, EvaluateParams(generalised=False, grid_queries=2, rerank_top_k=0), tmp_path)
+    plain = _evaluate(model, manifest, config(EvaluateParams, "evaluate", generalised=False, grid_queries=2, rerank_top_k=0), tmp_path)
     assert "score_pairs" in model.capabilities and "reranked" not in plain
-    params = EvaluateParams(generalised=False, grid_queries=2, rerank_top_k=10)
+    params = config(EvaluateParams, "evaluate", generalised=False, grid_queries=2, rerank_top_k=10)
     document = _evaluate(model, manifest, params, tmp_path)
     # the embedding ranks every photo of the category alike; the pair scorer lifts the sketch's own photo first
     assert plain["zero_shot"]["fg/acc@1/gallery"] < 1.0
@@ -147,13 +148,13 @@ def test_cli_rejects_bad_params_with_exit_code_2(manifest, tmp_path: Path, monke
 def test_cross_dataset_excludes_and_reports_trained_categories(manifest, tmp_path: Path) -> None:
     unseen = sorted(manifest.select(split="test_unseen")["category"].unique())
     trained = {"dataset": "other", "train_categories": [unseen[0].upper().replace("-", " "), "zebra"]}
-    hog = create_baseline("baseline_hog")
-    document = _evaluate(hog, manifest, EvaluateParams(generalised=False), tmp_path, trained)
+    hog = create_baseline("baseline_hog", params_section("baseline_hog"))
+    document = _evaluate(hog, manifest, config(EvaluateParams, "evaluate", generalised=False), tmp_path, trained)
     assert document["cross_dataset"] == {"trained_on": "other",
                                          "trained_categories_in_test": [normalize_category(unseen[0])],
                                          "excluded": [normalize_category(unseen[0])]}
     assert document["zero_shot"]["n_classes"] == len(unseen) - 1
-    kept = _evaluate(hog, manifest, EvaluateParams(generalised=False, exclude_trained_categories=False), tmp_path,
+    kept = _evaluate(hog, manifest, config(EvaluateParams, "evaluate", generalised=False, exclude_trained_categories=False), tmp_path,
                      trained)
     assert kept["zero_shot"]["n_classes"] == len(unseen)
 
@@ -163,19 +164,19 @@ def test_style_shift_report_from_restyled_sketches(manifest, tmp_path: Path) -> 
     from sbir.datasets import create
     from stages.restyle import RestyleParams
 
-    dataset = create("openmoji_zs", max_items_per_category=2, sketches_per_item=2, image_size=64, workers=1)
+    dataset = create("openmoji_zs", **params_section("prepare.openmoji_zs", max_items_per_category=2, sketches_per_item=2, image_size=64, workers=1))
     styles = dataset.restyle(manifest, tmp_path / "styles", ("in_style", "thick_marker"), progress=False)
     assert len(styles) == 2 * len(manifest.select(split="test_unseen", domain="sketch"))
-    hog = create_baseline("baseline_hog")
-    embed_dataset(hog, manifest, tmp_path / "embeddings", EmbedParams(workers=0), progress=False, styles=styles,
+    hog = create_baseline("baseline_hog", params_section("baseline_hog"))
+    embed_dataset(hog, manifest, tmp_path / "embeddings", config(EmbedParams, "embed", workers=0), progress=False, styles=styles,
                   styles_root=tmp_path / "styles")
     stored = read_embeddings(tmp_path / "embeddings", manifest)
     assert stored.styles == ["in_style", "thick_marker"]
-    document = evaluate_embeddings(stored, manifest, EvaluateParams(generalised=False, grid_queries=2),
+    document = evaluate_embeddings(stored, manifest, config(EvaluateParams, "evaluate", generalised=False, grid_queries=2),
                                    tmp_path / "eval", None, hog)
     shift = document["style_shift"]
     assert shift["in_style"]["map_all_ratio"] == pytest.approx(1.0) and shift["in_style"]["fg_acc@1_ratio"] == 1.0
     assert shift["thick_marker"]["n_queries"] == document["zero_shot"]["n_queries"]
     assert 0 < shift["thick_marker"]["map_all"] < 1
     with pytest.raises(ValueError, match="unknown style"):
-        RestyleParams(styles=["crayon"])
+        config(RestyleParams, "restyle", styles=["crayon"])

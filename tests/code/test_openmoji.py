@@ -7,6 +7,7 @@ from sbir.datasets import DatasetError, create, summarize
 from sbir.datasets.openmoji import (draw_unseen_categories, emoji_test_file, load_catalogue, load_split,
                                     openmoji_svg_dir, select_categories, stable_fraction)
 from sbir.manifest import read_manifest
+from helpers import params_section
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +43,11 @@ def test_split_file_errors(tmp_path: Path) -> None:
         load_split(tmp_path / "bad.yaml")
     (tmp_path / "ghost.yaml").write_text("unseen_categories: [no-such-subgroup]\n")
     with pytest.raises(DatasetError, match="no-such-subgroup"):
-        create("openmoji_zs", split_file=str(tmp_path / "ghost.yaml")).items_with_splits()
+        create("openmoji_zs", **params_section("prepare.openmoji_zs", split_file=str(tmp_path / "ghost.yaml"))).items_with_splits()
 
 
 def test_full_split_assignment_is_zero_shot() -> None:
-    assigned = create("openmoji_zs").items_with_splits()
+    assigned = create("openmoji_zs", **params_section("prepare.openmoji_zs")).items_with_splits()
     unseen = set(load_split()["unseen_categories"])
     by_split = Counter(split for _, split in assigned)
     assert all((split == "test_unseen") == (item.subgroup in unseen) for item, split in assigned)
@@ -82,16 +83,16 @@ def test_prepared_tiny_dataset(tiny_openmoji: Path) -> None:
 
 
 def test_prepare_is_deterministic(tiny_openmoji: Path, tmp_path: Path) -> None:
-    again = create("openmoji_zs", max_items_per_category=2, sketches_per_item=2, image_size=64,
-                   workers=1).prepare(tmp_path / "again", progress=False)
+    again = create("openmoji_zs", **params_section("prepare.openmoji_zs", max_items_per_category=2, sketches_per_item=2, image_size=64,
+                   workers=1)).prepare(tmp_path / "again", progress=False)
     first = read_manifest(tiny_openmoji).frame
     assert first["content_hash"].tolist() == again.frame["content_hash"].tolist()
 
 
 def test_bad_parameters_are_rejected() -> None:
     with pytest.raises(DatasetError, match="image_size"):
-        create("openmoji_zs", image_size=4)
+        create("openmoji_zs", **params_section("prepare.openmoji_zs", image_size=4))
     with pytest.raises(DatasetError, match=r"prepare.openmoji_zs: unknown key\(s\) \['colour'\]"):
-        create("openmoji_zs", colour=True)
+        create("openmoji_zs", **params_section("prepare.openmoji_zs", colour=True))
     with pytest.raises(DatasetError, match="prepare.openmoji_zs.image_size: expected int, got '64'"):
-        create("openmoji_zs", image_size="64")
+        create("openmoji_zs", **params_section("prepare.openmoji_zs", image_size="64"))

@@ -11,6 +11,7 @@ from sbir.datasets import DatasetError, create
 from sbir.datasets.twemoji import SVG_DIR_ENV, sequence_key, twemoji_index, twemoji_svg_dir
 from sbir.manifest import write_manifest
 from stages.validate import ValidateParams, validate_dataset
+from helpers import config, params_section
 
 # OpenMoji hexcode -> the Twemoji file it must match: FE0F dropped on either side, leading zeros, plain emoji
 EXPECTED_FILES = {
@@ -46,7 +47,7 @@ def test_installed_package_matches_openmoji_names() -> None:
 @pytest.fixture(scope="module")
 def handful() -> pd.DataFrame:
     """A few OpenMoji-ZS emoji with their real categories and splits (no rendering needed)."""
-    assigned = {item.hexcode: (item, split) for item, split in create("openmoji_zs").items_with_splits()}
+    assigned = {item.hexcode: (item, split) for item, split in create("openmoji_zs", **params_section("prepare.openmoji_zs")).items_with_splits()}
     unseen_extra = [code for code, (_, split) in assigned.items() if split == "test_unseen"][:4]
     rows = [{"path": f"images/photo/x/{code}.png", "domain": "photo", "category": assigned[code][0].subgroup,
              "instance_id": code, "split": assigned[code][1], "content_hash": "0" * 64}
@@ -65,7 +66,7 @@ def project(tmp_path: Path, handful: pd.DataFrame, monkeypatch: pytest.MonkeyPat
 
 
 def test_prepare_keeps_emoji_categories_and_splits_of_openmoji(project: Path, handful: pd.DataFrame) -> None:
-    manifest = create("twemoji", splits=["train", "test_seen", "test_unseen"]).prepare(
+    manifest = create("twemoji", **params_section("prepare.twemoji", splits=["train", "test_seen", "test_unseen"])).prepare(
         project / "data/prepared/twemoji", progress=False)
     frame = manifest.frame.set_index("instance_id")
     source = handful.set_index("instance_id")
@@ -87,9 +88,9 @@ def test_prepare_keeps_emoji_categories_and_splits_of_openmoji(project: Path, ha
 
 def test_default_splits_only_unseen_and_photo_only_validation(project: Path) -> None:
     out = project / "data/prepared/twemoji"
-    manifest = create("twemoji", image_size=24).prepare(out, progress=False)
+    manifest = create("twemoji", **params_section("prepare.twemoji", image_size=24)).prepare(out, progress=False)
     assert set(manifest.frame["split"]) == {"test_unseen"} and manifest.extra["params"]["image_size"] == 24
-    params = ValidateParams(min_images_per_category={"train": 1, "test_seen": 1, "test_unseen": 1}, min_side=16)
+    params = config(ValidateParams, "validate", min_images_per_category={"train": 1, "test_seen": 1, "test_unseen": 1}, min_side=16)
     report = validate_dataset(out, params, progress=False)
     assert report["success"], [c for c in report["checks"] if not c["success"]]
     assert report["domains"] == ["photo"]
@@ -104,16 +105,16 @@ def test_default_splits_only_unseen_and_photo_only_validation(project: Path) -> 
 def test_missing_svg_folder_says_to_run_make_setup(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SVG_DIR_ENV, str(project / "nowhere"))
     with pytest.raises(DatasetError, match=r"nowhere.*run `make setup`"):
-        create("twemoji").prepare(project / "data/prepared/twemoji", progress=False)
+        create("twemoji", **params_section("prepare.twemoji")).prepare(project / "data/prepared/twemoji", progress=False)
     with pytest.raises(DatasetError, match="make setup"):
         twemoji_svg_dir({SVG_DIR_ENV: str(project)})  # a folder without SVGs
 
 
 def test_bad_parameters_and_missing_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DatasetError, match="splits must be"):
-        create("twemoji", splits=["holdout"])
+        create("twemoji", **params_section("prepare.twemoji", splits=["holdout"]))
     with pytest.raises(DatasetError, match="margin"):
-        create("twemoji", margin=0.5)
+        create("twemoji", **params_section("prepare.twemoji", margin=0.5))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DatasetError, match="prepared 'openmoji_zs'.*prepare stage"):
-        create("twemoji").prepare(tmp_path / "out", progress=False)
+        create("twemoji", **params_section("prepare.twemoji")).prepare(tmp_path / "out", progress=False)

@@ -11,7 +11,7 @@ import pytest
 
 from sbir.manifest import read_manifest, write_manifest
 from stages.validate import ValidateParams, validate_dataset
-from helpers import REPO_ROOT, make_image_dataset
+from helpers import REPO_ROOT, config, make_image_dataset
 
 
 def _failed(report: dict) -> dict[str, list[str]]:
@@ -24,7 +24,7 @@ def _rewrite(root: Path, change) -> None:
 
 
 def test_clean_dataset_passes(tiny_dataset: Path) -> None:
-    report = validate_dataset(tiny_dataset, ValidateParams(), progress=False)
+    report = validate_dataset(tiny_dataset, config(ValidateParams, "validate"), progress=False)
     assert report["success"], _failed(report)
     assert len(report["checks"]) >= 18 and report["images"] == 18
 
@@ -32,14 +32,14 @@ def test_clean_dataset_passes(tiny_dataset: Path) -> None:
 def test_truncated_png_is_caught_and_named(tiny_dataset: Path) -> None:
     victim = tiny_dataset / "images/photo/apple/apple-1.png"
     victim.write_bytes(victim.read_bytes()[:120])
-    report = validate_dataset(tiny_dataset, ValidateParams(), progress=False)
+    report = validate_dataset(tiny_dataset, config(ValidateParams, "validate"), progress=False)
     assert _failed(report) == {"files: decode": ["images/photo/apple/apple-1.png"]}
     assert "images/photo/apple/apple-1.png" in [e["path"] for e in report["decode_errors"]]
 
 
 def test_missing_file_is_caught_and_named(tiny_dataset: Path) -> None:
     (tiny_dataset / "images/sketch/boat/boat-2.png").unlink()
-    failed = _failed(validate_dataset(tiny_dataset, ValidateParams(), progress=False))
+    failed = _failed(validate_dataset(tiny_dataset, config(ValidateParams, "validate"), progress=False))
     assert failed["files: exist"] == ["images/sketch/boat/boat-2.png"]
     assert failed["files: decode"] == ["images/sketch/boat/boat-2.png"]
 
@@ -55,7 +55,7 @@ def test_leaked_duplicate_between_train_and_test_is_caught(tiny_dataset: Path) -
         return frame
 
     _rewrite(tiny_dataset, leak)
-    failed = _failed(validate_dataset(tiny_dataset, ValidateParams(), progress=False))
+    failed = _failed(validate_dataset(tiny_dataset, config(ValidateParams, "validate"), progress=False))
     assert sorted(failed["splits: no identical image in train and test"]) == [
         "images/photo/apple/apple-0.png", "images/photo/cat/cat-0.png"]
 
@@ -66,7 +66,7 @@ def test_overlapping_splits_are_caught(tiny_dataset: Path) -> None:
         return frame
 
     _rewrite(tiny_dataset, overlap)
-    failed = _failed(validate_dataset(tiny_dataset, ValidateParams(), progress=False))
+    failed = _failed(validate_dataset(tiny_dataset, config(ValidateParams, "validate"), progress=False))
     assert failed["splits: seen and unseen categories disjoint"] == ["cat"]
     assert "splits: no identical image in train and test" not in failed
 
@@ -81,7 +81,7 @@ def test_broken_instance_link_small_category_and_bad_mode(tmp_path: Path) -> Non
     _rewrite(root, damage)
     from PIL import Image
     Image.new("I;16", (48, 48)).save(root / "images/photo/apple/apple-0.png")
-    failed = _failed(validate_dataset(root, ValidateParams(), progress=False))
+    failed = _failed(validate_dataset(root, config(ValidateParams, "validate"), progress=False))
     # the retargeted sketch, and the sketch whose photo was removed
     assert sorted(failed["links: sketch instance resolves to a photo"]) == [
         "images/sketch/apple/apple-2.png", "images/sketch/cat/cat-2.png"]
@@ -95,12 +95,12 @@ def test_link_to_a_photo_of_another_category_is_caught(tiny_dataset: Path) -> No
         return frame
 
     _rewrite(tiny_dataset, relink)
-    failed = _failed(validate_dataset(tiny_dataset, ValidateParams(), progress=False))
+    failed = _failed(validate_dataset(tiny_dataset, config(ValidateParams, "validate"), progress=False))
     assert failed == {"links: sketch instance resolves to a photo": ["images/sketch/apple/apple-0.png"]}
 
 
 def test_image_size_limits(tiny_dataset: Path) -> None:
-    failed = _failed(validate_dataset(tiny_dataset, ValidateParams(min_side=64), progress=False))
+    failed = _failed(validate_dataset(tiny_dataset, config(ValidateParams, "validate", min_side=64), progress=False))
     assert len(failed["images: width within limits"]) == 18
 
 

@@ -22,13 +22,14 @@ from models.engine import RuntimeConfig, TrainConfig, build_net, train
 from models.interface import MatchExplainer
 from models.method import Batch, get_method
 from sbir.manifest import read_manifest, write_manifest
+from helpers import config
 
 TINY_ARCH = {"embed_dim": 16,
              "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
              "patch_tokens": None}
-TINY = TrainConfig(epochs=1, batch_size=8, sketches_per_category=2, lr=1e-2, weight_decay=0.0)
-RUN = RuntimeConfig(checkpoint_every=100, num_threads=1, workers=0, cache="memory")
+TINY = config(TrainConfig, "dsn.train", epochs=1, batch_size=8, sketches_per_category=2, lr=1e-2, weight_decay=0.0)
+RUN = config(RuntimeConfig, "train.runtime", checkpoint_every=100, num_threads=1, workers=0, cache="memory")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def method(clip_folder: Path) -> ClipPrompt:
-    return ClipPrompt(ClipPromptConfig(clip=str(clip_folder), prompts=2, shuffle_pairs=4))
+    return ClipPrompt(config(ClipPromptConfig, "clip_prompt.model", clip=str(clip_folder), prompts=2, shuffle_pairs=4))
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ def test_backbone_patch_tokens_feed_the_vit(tmp_path: Path) -> None:
                                                   "pretrained": "package:efficientnet_lite0", "feature_level": 2}}
     torch.manual_seed(0)
     folder = save_clip_folder(tmp_path / "clip", build_clip(architecture), architecture, {})
-    method = ClipPrompt(ClipPromptConfig(clip=str(folder), prompts=2))
+    method = ClipPrompt(config(ClipPromptConfig, "clip_prompt.model", clip=str(folder), prompts=2))
     method.use_categories(["a", "b"])
     net = method.build(2).eval()
     assert type(net.visual.conv1).__name__ == "BackbonePatchTokens" and net.grid == (4, 4)
@@ -225,14 +226,14 @@ def test_losses_on_hand_made_cases() -> None:
 def test_build_needs_categories_and_fails_clearly_offline(method: ClipPrompt) -> None:
     with pytest.raises(ValueError, match="names of the 3 seen categories"):
         ClipPrompt(method.config).build(3)
-    published = ClipPrompt(ClipPromptConfig(clip="open_clip:ViT-B-32", pretrained="openai"))
+    published = ClipPrompt(config(ClipPromptConfig, "clip_prompt.model", clip="open_clip:ViT-B-32", pretrained="openai"))
     assert published.embedding_dim == 512 and published.preprocess()["photo"].image_size == 224
     assert published.architecture()["quick_gelu"] is True  # OpenAI's weights were trained with QuickGELU
     published.use_categories(["a", "b"])
     with pytest.raises(BackboneError, match="offline"):
         published.build(2)
     with pytest.raises(BackboneError, match="not a CLIP folder"):
-        ClipPrompt(ClipPromptConfig(clip="artifacts/clip/nowhere")).preprocess()
+        ClipPrompt(config(ClipPromptConfig, "clip_prompt.model", clip="artifacts/clip/nowhere")).preprocess()
 
 
 def test_standardise_matches_the_declared_preprocessing(method: ClipPrompt) -> None:

@@ -16,10 +16,11 @@ from models.engine import RuntimeConfig, TrainConfig, build_net, train
 from models.losses import SketchMemoryBank, cross_modal_infonce, supervised_contrastive
 from models.method import Batch, get_method
 from sbir.manifest import read_manifest, write_manifest
+from helpers import config
 
-TINY = TrainConfig(epochs=2, batch_size=8, lr=2e-3)
-RUN = RuntimeConfig(checkpoint_every=2, num_threads=1, workers=0, cache="memory")
-METHOD = DSN(DSNConfig(image_size=32, embedding_dim=32, projection_dim=16, memory_size=4))
+TINY = config(TrainConfig, "dsn.train", epochs=2, batch_size=8, lr=2e-3)
+RUN = config(RuntimeConfig, "train.runtime", checkpoint_every=2, num_threads=1, workers=0, cache="memory")
+METHOD = DSN(config(DSNConfig, "dsn.model", image_size=32, embedding_dim=32, projection_dim=16, memory_size=4))
 
 
 def _method(**changes) -> DSN:

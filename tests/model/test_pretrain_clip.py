@@ -18,19 +18,20 @@ from models.engine import RuntimeConfig
 from sbir.manifest import read_manifest
 from stages.pretrain_clip import (CaptionTemplates, PretrainClipParams, caption_tensors, captions_for, item_names,
                                   main, pretrain_clip, sketches_of_photo)
+from helpers import config
 
 TINY_ARCH = {"embed_dim": 16,
              "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
              "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-PARAMS = PretrainClipParams(architecture=TINY_ARCH, patch_tokens=None,
-                            train=PretrainConfig(epochs=4, batch_size=16, lr=3e-3, warmup_steps=2))
-RUN = RuntimeConfig(num_threads=1, workers=0)
+PARAMS = config(PretrainClipParams, "pretrain_clip", architecture=TINY_ARCH, patch_tokens=None,
+                            train=config(PretrainConfig, "pretrain_clip.train", epochs=4, batch_size=16, lr=3e-3, warmup_steps=2))
+RUN = config(RuntimeConfig, "train.runtime", num_threads=1, workers=0)
 
 
 def test_captions_come_from_train_items_only(tiny_openmoji: Path) -> None:
     manifest = read_manifest(tiny_openmoji)
     names = item_names(manifest)
-    captions = captions_for(manifest, CaptionTemplates(), names)
+    captions = captions_for(manifest, config(CaptionTemplates, "pretrain_clip.captions"), names)
     frame = manifest.frame
     train = frame[frame["split"] == "train"]
     assert len(captions["photo"]) == (train["domain"] == "photo").sum()
@@ -43,7 +44,7 @@ def test_captions_come_from_train_items_only(tiny_openmoji: Path) -> None:
     assert not named & {names[i] for i in tested["instance_id"]}  # no test item's name
     unseen = {category_phrase(c) for c in frame.loc[frame["split"] == "test_unseen", "category"]}
     assert categories == {category_phrase(c) for c in train["category"]} and not categories & unseen
-    plain = captions_for(manifest, CaptionTemplates(), None)  # a dataset without names: the category alone
+    plain = captions_for(manifest, config(CaptionTemplates, "pretrain_clip.captions"), None)  # a dataset without names: the category alone
     assert set(plain["photo"]) == {f"a picture of a {c}" for c in categories}
     # a sketch is captioned like the photo it was drawn from: one caption id, positives of each other
     ids = caption_tensors(captions, 20)
@@ -73,7 +74,7 @@ def test_pretraining_lowers_the_loss_and_writes_a_loadable_folder(tiny_openmoji:
     assert config["train_categories"] == data.categories and config["data_fingerprint"] == data.fingerprint
     model, architecture, tokenizer = load_clip_folder(tmp_path / "clip")
     assert architecture["embed_dim"] == 16 and tokenizer(["a photo of a cat"]).shape == (1, 20)
-    method = ClipPrompt(ClipPromptConfig(clip=str(tmp_path / "clip"), prompts=1))
+    method = ClipPrompt(config(ClipPromptConfig, "clip_prompt.model", clip=str(tmp_path / "clip"), prompts=1))
     method.use_categories(data.categories)
     net = method.build(data.num_classes)
     assert torch.equal(net.visual.proj, model.visual.proj)  # the pretrained tower, as saved

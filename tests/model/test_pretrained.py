@@ -11,6 +11,7 @@ from models.backbones import BackboneError, create_backbone, map_in_order, packa
 from models.interface import Preprocess
 from sbir.datasets.openmoji import openmoji_svg_dir
 from sbir.datasets.strokes import render_photo
+from helpers import params_section
 
 IMAGENET_UMBRELLA, IMAGENET_BANANA = 879, 954
 
@@ -60,7 +61,7 @@ def test_package_weights_fail_clearly() -> None:
 def test_imagenet_baseline_matches_a_photo_to_its_own_rendering_better_than_to_others() -> None:
     from models.registry import create_baseline
 
-    model = create_baseline("baseline_imagenet", {"image_size": 96})
+    model = create_baseline("baseline_imagenet", params_section("baseline_imagenet", image_size=96))
     from PIL import Image
 
     photos = [render_photo((openmoji_svg_dir() / f"{c}.svg").read_text(), 96) for c in ("2602", "1F34C", "1F418")]

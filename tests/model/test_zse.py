@@ -19,11 +19,12 @@ from models.method import Batch, get_method
 from models.zse import ZSE, ZSEConfig, batch_hard_triplet, zse_losses
 from sbir.explanations import assemble_patches
 from sbir.manifest import read_manifest, write_manifest
+from helpers import config
 
-TINY = TrainConfig(epochs=1, batch_size=8, lr=2e-3)
-RUN = RuntimeConfig(checkpoint_every=2, num_threads=1, workers=0, cache="memory")
+TINY = config(TrainConfig, "dsn.train", epochs=1, batch_size=8, lr=2e-3)
+RUN = config(RuntimeConfig, "train.runtime", checkpoint_every=2, num_threads=1, workers=0, cache="memory")
 # random weights at 32 px: the EfficientNet-Lite0 stage-2 map is a 4 x 4 token grid
-METHOD = ZSE(ZSEConfig(image_size=32, pretrained=None, width=32, depth=1, heads=2, embedding_dim=16,
+METHOD = ZSE(config(ZSEConfig, "zse.model", image_size=32, pretrained=None, width=32, depth=1, heads=2, embedding_dim=16,
                        relation_hidden=8))
 
 
@@ -164,7 +165,7 @@ def test_synthesis_is_assembled_from_the_matched_gallery_patches(data: TrainSpli
 
 
 def test_a_vit_tokenizer_builds_the_published_architecture_small() -> None:
-    method = ZSE(ZSEConfig(backbone="timm:vit_tiny_patch16_224", pretrained=None, image_size=32, feature_level=None,
+    method = ZSE(config(ZSEConfig, "zse.model", backbone="timm:vit_tiny_patch16_224", pretrained=None, image_size=32, feature_level=None,
                            heads=3, embedding_dim=16))
     net = method.build(3).eval()
     assert net.grid == (2, 2) and net.encoder is None
