@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from sbir.config import Params
+from sbir.config import Params, overlay
 from sbir.manifest import file_sha256, write_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +24,12 @@ PARAMS = Params.load(REPO_ROOT / "params.yaml")  # the one home of every value; 
 def params_section(key: str, **changes: Any) -> dict[str, Any]:
     """A section of the repository's params.yaml (``prepare.openmoji_zs``) with ``changes`` laid over it."""
     return {**PARAMS.section(key), **changes}
+
+
+def write_params(path: Path, changes: dict[str, Any] | None = None) -> Path:
+    """The repository's params.yaml with ``changes`` laid over it (section by section), written to ``path``."""
+    path.write_text(yaml.safe_dump(overlay(PARAMS.values, changes or {}), sort_keys=False))
+    return path
 
 
 def config(target: Any, key: str, **changes: Any) -> Any:

@@ -15,7 +15,7 @@ from sbir.datasets import create
 from sbir.embeddings import ROW_COLUMNS, Embeddings, read_embeddings
 from sbir.manifest import ManifestError, manifest_fingerprint, read_manifest
 from stages.evaluate import EvaluateParams, cross_gallery
-from helpers import config, params_section
+from helpers import config, params_section, write_params
 
 
 def _embeddings(items: list[tuple[str, str]], domain: str, n_instances: int, instances: list[str]) -> Embeddings:
@@ -59,7 +59,7 @@ def project(tiny_openmoji: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     create("twemoji", **params_section("prepare.twemoji")).prepare(paths.prepared_dir("twemoji"), progress=False)
     hog = params_section("baseline_hog")
     save_baseline(paths.checkpoint_dir("baseline_hog"), "baseline_hog", hog, create_baseline("baseline_hog", hog))
-    (tmp_path / "params.yaml").write_text("embed: {workers: 0}\nevaluate: {generalised: false, grid_queries: 2}\n")
+    write_params(tmp_path / "params.yaml", {"embed": {"workers": 0}, "evaluate": {"generalised": False, "grid_queries": 2}})
     return tmp_path
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 import torch
@@ -19,7 +20,7 @@ from sbir.embeddings import read_embeddings
 from sbir.manifest import read_manifest
 from stages.embed import EmbedParams, embed_dataset
 from stages.evaluate import EvaluateParams, evaluate_embeddings, rerank
-from helpers import config, params_section
+from helpers import config, params_section, write_params
 
 
 class Oracle(RetrievalModel):
@@ -137,10 +138,10 @@ def test_cli_rejects_bad_params_with_exit_code_2(manifest, tmp_path: Path, monke
     cases = {"protocols: [nonsense]": "unknown protocol", "ties: maybe": "ties: expected one of",
              "rerank_top_k: many": "rerank_top_k: expected int", "grid: 3": "unknown key(s) ['grid']"}
     for line, message in cases.items():
-        (tmp_path / "params.yaml").write_text(f"evaluate:\n  {line}\n")
+        write_params(tmp_path / "params.yaml", {"evaluate": yaml.safe_load(line)})
         assert main(["--model", "baseline_hog", "--no-progress"]) == 2
         assert message in capsys.readouterr().err
-    (tmp_path / "params.yaml").write_text("evaluate: {}\n")
+    write_params(tmp_path / "params.yaml")
     assert main(["--model", "baseline_hog", "--no-progress"]) == 2
     assert "not a model folder" in capsys.readouterr().err
 

@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import write_params
 from safetensors.torch import load_file
+
+from sbir.config import overlay
 
 pytestmark = pytest.mark.slow
 
-PARAMS = {"train": {"dataset": "openmoji_zs", "runtime": {"num_threads": 1, "checkpoint_every": 3, "workers": 1,
-                                                       "cache": "none"}},
+CHANGES = {"train": {"dataset": "openmoji_zs", "runtime": {"num_threads": 1, "checkpoint_every": 3, "workers": 1,
+                                                        "cache": "none"}},
           "dsn": {"train": {"epochs": 2, "batch_size": 8, "lr": 0.002},
                   "model": {"image_size": 32, "embedding_dim": 32, "projection_dim": 16, "memory_size": 4}}}
 
@@ -26,8 +29,7 @@ def _workspace(root: Path, prepared: Path, **overrides) -> Path:
     root.mkdir(parents=True)
     (root / "data/prepared").mkdir(parents=True)
     (root / "data/prepared/openmoji_zs").symlink_to(prepared)
-    params = {**PARAMS, "dsn": {**PARAMS["dsn"], "train": {**PARAMS["dsn"]["train"], **overrides}}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(root / "params.yaml", overlay(CHANGES, {"dsn": {"train": overrides}}))
     return root
 
 

@@ -18,20 +18,21 @@ from models.engine import RuntimeConfig
 from sbir.manifest import read_manifest
 from stages.pretrain_clip import (CaptionTemplates, PretrainClipParams, caption_tensors, captions_for, item_names,
                                   main, pretrain_clip, sketches_of_photo)
-from helpers import config
+from helpers import config as params_config
+from helpers import write_params
 
 TINY_ARCH = {"embed_dim": 16,
              "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
              "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-PARAMS = config(PretrainClipParams, "pretrain_clip", architecture=TINY_ARCH, patch_tokens=None,
-                            train=config(PretrainConfig, "pretrain_clip.train", epochs=4, batch_size=16, lr=3e-3, warmup_steps=2))
-RUN = config(RuntimeConfig, "train.runtime", num_threads=1, workers=0)
+PARAMS = params_config(PretrainClipParams, "pretrain_clip", architecture=TINY_ARCH, patch_tokens=None,
+                            train=params_config(PretrainConfig, "pretrain_clip.train", epochs=4, batch_size=16, lr=3e-3, warmup_steps=2))
+RUN = params_config(RuntimeConfig, "train.runtime", num_threads=1, workers=0)
 
 
 def test_captions_come_from_train_items_only(tiny_openmoji: Path) -> None:
     manifest = read_manifest(tiny_openmoji)
     names = item_names(manifest)
-    captions = captions_for(manifest, config(CaptionTemplates, "pretrain_clip.captions"), names)
+    captions = captions_for(manifest, params_config(CaptionTemplates, "pretrain_clip.captions"), names)
     frame = manifest.frame
     train = frame[frame["split"] == "train"]
     assert len(captions["photo"]) == (train["domain"] == "photo").sum()
@@ -44,7 +45,7 @@ def test_captions_come_from_train_items_only(tiny_openmoji: Path) -> None:
     assert not named & {names[i] for i in tested["instance_id"]}  # no test item's name
     unseen = {category_phrase(c) for c in frame.loc[frame["split"] == "test_unseen", "category"]}
     assert categories == {category_phrase(c) for c in train["category"]} and not categories & unseen
-    plain = captions_for(manifest, config(CaptionTemplates, "pretrain_clip.captions"), None)  # a dataset without names: the category alone
+    plain = captions_for(manifest, params_config(CaptionTemplates, "pretrain_clip.captions"), None)  # a dataset without names: the category alone
     assert set(plain["photo"]) == {f"a picture of a {c}" for c in categories}
     # a sketch is captioned like the photo it was drawn from: one caption id, positives of each other
     ids = caption_tensors(captions, 20)
@@ -74,7 +75,7 @@ def test_pretraining_lowers_the_loss_and_writes_a_loadable_folder(tiny_openmoji:
     assert config["train_categories"] == data.categories and config["data_fingerprint"] == data.fingerprint
     model, architecture, tokenizer = load_clip_folder(tmp_path / "clip")
     assert architecture["embed_dim"] == 16 and tokenizer(["a photo of a cat"]).shape == (1, 20)
-    method = ClipPrompt(config(ClipPromptConfig, "clip_prompt.model", clip=str(tmp_path / "clip"), prompts=1))
+    method = ClipPrompt(params_config(ClipPromptConfig, "clip_prompt.model", clip=str(tmp_path / "clip"), prompts=1))
     method.use_categories(data.categories)
     net = method.build(data.num_classes)
     assert torch.equal(net.visual.proj, model.visual.proj)  # the pretrained tower, as saved
@@ -83,18 +84,15 @@ def test_pretraining_lowers_the_loss_and_writes_a_loadable_folder(tiny_openmoji:
 
 def test_cli_reads_params_and_reports_bad_ones(tiny_openmoji: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import yaml
-
     monkeypatch.chdir(tmp_path)
     Path("data/prepared").mkdir(parents=True)
     Path("data/prepared/openmoji_zs").symlink_to(tiny_openmoji)
     section = {"architecture": TINY_ARCH, "patch_tokens": None, "train": {"epochs": 1, "batch_size": 16}}
-    Path("params.yaml").write_text(yaml.safe_dump({"train": {"dataset": "openmoji_zs",
-                                                             "runtime": {"num_threads": 1, "workers": 0}},
-                                                   "pretrain_clip": section}))
+    write_params(Path("params.yaml"), {"train": {"dataset": "openmoji_zs", "runtime": {"num_threads": 1, "workers": 0}},
+                                       "pretrain_clip": section})
     assert main(["--stop-after-steps", "2"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 2 and (tmp_path / "artifacts/clip/openmoji_zs/model.safetensors").is_file()
-    Path("params.yaml").write_text(yaml.safe_dump({"train": {"dataset": "openmoji_zs"},
-                                                   "pretrain_clip": {**section, "train": {"epochs": "many"}}}))
+    write_params(Path("params.yaml"), {"train": {"dataset": "openmoji_zs"},
+                                       "pretrain_clip": {**section, "train": {"epochs": "many"}}})
     assert main([]) == 2 and "pretrain_clip.train.epochs" in capsys.readouterr().err
