@@ -79,7 +79,7 @@ class SearchBundle:
 
     def _gallery_vectors(self) -> np.ndarray:
         if self._vectors is None:  # only a category filter needs them: rebuilt from the index once
-            self._vectors = self.index._index.reconstruct_n(0, self.size)
+            self._vectors = self.index.vectors()
         return self._vectors
 
     def search(self, sketch: Image.Image, k: int = 12, category: str | None = None) -> dict[str, Any]:
