@@ -6,9 +6,9 @@ above ``approximate_above`` — then its recall@k against the exact index is mea
 dataset has them) and stored with it. The gallery is a prepared dataset's photos (``splits``; all by default) or
 a user's folder of photos (``folder``; a photo's category is its parent folder's name).
 
-Output ``artifacts/serving/bundle/`` (written beside and swapped in whole): ``meta.json`` (the champion's model
-tags, the gallery, the index and its recall), ``index.faiss`` (+ sidecar), ``gallery.parquet`` (id, path,
-category, instance id, label) and ``thumbs/<id>.png``. ``package`` ships it in the Bento.
+Output ``artifacts/serving/bundle/`` (written beside and swapped in whole), laid out by ``sbir.bundle_layout``:
+the champion's model tags, the gallery, the index and its recall as metadata, the index, the gallery table (id,
+path, category, instance id, label) and a thumbnail per photo. ``package`` ships it in the Bento.
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from PIL import Image
 
 from models.checkpoint import CheckpointError, load_model
 from models.embed import embed_paths
-from sbir import paths
+from sbir import bundle_layout, paths
 from sbir.config import ConfigError, as_params, build, load_params, section
 from sbir.env import apply_offline_defaults, apply_project_defaults
 from sbir.images import flatten_alpha
 from sbir.index import IndexSpec, build_index, recall_at_k
-from sbir.io import atomic_write_json
 from sbir.logs import setup_logging
 from sbir.manifest import ManifestError, read_manifest
 from stages.registry import Registry, RegistryError
@@ -97,13 +96,13 @@ def gallery_rows(settings: IndexParams, root: Path = Path(".")) -> tuple[pd.Data
     return rows, sketches
 
 
-def write_thumbnails(files: list[Path], out: Path, size: int) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def write_thumbnails(files: list[Path], bundle: Path, size: int) -> None:
+    """Each photo's thumbnail (at most ``size`` pixels a side, transparency flattened) into the bundle folder."""
     for row_id, file in enumerate(files):
         with Image.open(file) as image:
             picture = flatten_alpha(image).convert("RGB")
             picture.thumbnail((size, size))
-            picture.save(out / f"{row_id}.png", optimize=True)
+            bundle_layout.write_thumbnail(bundle, row_id, picture)
 
 
 def build_bundle(registry: Registry, dataset: str, protocol: str, settings: IndexParams, out: Path,
@@ -131,16 +130,16 @@ def build_bundle(registry: Registry, dataset: str, protocol: str, settings: Inde
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    index.save(tmp / "index.faiss")
-    rows.drop(columns="file").rename_axis("id").reset_index().to_parquet(tmp / "gallery.parquet", index=False)
-    write_thumbnails(list(rows["file"]), tmp / "thumbs", settings.thumbnail_size)
+    bundle_layout.write_index(tmp, index)
+    bundle_layout.write_gallery(tmp, rows.drop(columns="file"))
+    write_thumbnails(list(rows["file"]), tmp, settings.thumbnail_size)
     meta = {"champion": {key: champion[key] for key in ("version", "method", "dataset", "protocol", "score",
                                                         "models")},
             "gallery": {"source": settings.folder or f"{settings.dataset} photos "
                                                      f"({', '.join(settings.splits) or 'every split'})",
                         "size": len(rows), "categories": sorted(set(rows["category"]) - {""})},
             "index": quality, "embedding_dim": int(vectors.shape[1])}  # no timings: the bundle is reproducible
-    atomic_write_json(tmp / "meta.json", meta)
+    bundle_layout.write_meta(tmp, meta)
     if out.exists():
         shutil.rmtree(out)
     os.rename(tmp, out)
