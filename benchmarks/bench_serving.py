@@ -37,7 +37,7 @@ from sbir.io import atomic_write_json, atomic_write_text
 from serving.bundle import SearchBundle
 from serving.settings import API_THREADS
 from serving.uploads import UploadLimits, decode_image
-from stages.registry import Registry
+from stages.model_store import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

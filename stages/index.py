@@ -1,6 +1,6 @@
 """Stage ``index``: the serving bundle — the champion's gallery index, its metadata and thumbnails.
 
-Embeds a gallery with the champion's photo encoder (``stages.registry``) and builds the index through
+Embeds a gallery with the champion's photo encoder (``stages.model_store``) and builds the index through
 ``sbir.index``: exact by default; approximate (HNSW or IVF) when asked, or with ``kind: auto`` for galleries
 above ``approximate_above`` — then its recall@k against the exact index is measured (on sketch queries where the
 dataset has them) and stored with it. The gallery is a prepared dataset's photos (``splits``; all by default) or
@@ -36,7 +36,7 @@ from sbir.images import flatten_alpha
 from sbir.index import IndexSpec, build_index, recall_at_k
 from sbir.logs import setup_logging
 from sbir.manifest import ManifestError, read_manifest
-from stages.registry import Registry, RegistryError
+from stages.model_store import Registry, RegistryError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 log = logging.getLogger("stages.index")
