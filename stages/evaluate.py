@@ -28,13 +28,14 @@ import numpy as np
 import pandas as pd
 
 from models.backbones import BackboneError
-from models.checkpoint import CheckpointError, load_model, read_config
+from models.checkpoint import CheckpointError, load_model, model_folder, read_config
 from models.data import load_image
+from models.embed import embed_dataset, stored_galleries
 from models.interface import PairScorer, RetrievalModel
 from sbir import paths
 from sbir.categories import normalize_category
 from sbir.config import ConfigError, build, load_params, section
-from sbir.embeddings import Embeddings, EmbeddingsError, read_embeddings
+from sbir.embeddings import Embeddings, EmbeddingsError, has_embeddings, read_embeddings
 from sbir.env import apply_offline_defaults
 from sbir.index import top_k
 from sbir.io import atomic_write, atomic_write_json
@@ -277,17 +278,15 @@ def evaluate_model(reference: str, dataset: str, params: EvaluateParams, out_dir
                    progress: bool = True) -> dict[str, Any]:
     """Evaluate a model folder (by name or path) on a prepared dataset, embedding it first if no stored
     embeddings exist (cross-dataset runs outside the pipeline)."""
-    from stages.embed import EmbedParams, embed_dataset, model_folder, stored_galleries
-
     folder = model_folder(reference)
     trained = read_config(folder)
     manifest = read_manifest(paths.prepared_dir(dataset))
     stored = paths.embeddings_dir(dataset, folder.name)
     model = None
-    if not (stored / "meta.json").is_file():
+    if not has_embeddings(stored):
         log.info("no stored embeddings of %s on %s: embedding now", folder.name, dataset)
         model = load_model(folder)
-        embed_dataset(model, manifest, stored, EmbedParams(), progress=progress)
+        embed_dataset(model, manifest, stored, progress=progress)
     embeddings = read_embeddings(stored, manifest)
     cross = stored_galleries(folder, dataset, params.cross_galleries, stored, progress)
     if (params.rerank_top_k > 0 or params.explain_queries > 0) and trained.get("kind") == "method":

@@ -11,8 +11,10 @@ import pytest
 from models.checkpoint import save_baseline
 from models.registry import create_baseline
 from sbir import paths
+from sbir.config import ConfigError
 from sbir.datasets import create
-from sbir.embeddings import ROW_COLUMNS, Embeddings, read_embeddings
+from sbir.embeddings import (DEFAULT_CROSS_GALLERIES, ROW_COLUMNS, Embeddings, applicable_galleries,
+                             cross_gallery_names, read_embeddings)
 from sbir.manifest import ManifestError, manifest_fingerprint, read_manifest
 from stages.evaluate import EvaluateParams, cross_gallery
 
@@ -49,6 +51,17 @@ def test_section_scores_category_and_same_emoji_hits() -> None:
     assert dropped["twemoji"]["n_gallery"] == 4 and dropped["twemoji"]["n_queries_no_relevant"] == 2
 
 
+def test_cross_gallery_names_default_to_evaluate_params_and_are_type_checked() -> None:
+    """The embed stage reads evaluate.cross_galleries without the evaluate stage: same default, same checks."""
+    assert list(DEFAULT_CROSS_GALLERIES) == EvaluateParams().cross_galleries
+    assert cross_gallery_names({"evaluate": {"generalised": False}}) == ["twemoji"]
+    assert cross_gallery_names({"evaluate": {"cross_galleries": []}}) == []
+    with pytest.raises(ConfigError, match="p.yaml: evaluate.cross_galleries: expected list"):
+        cross_gallery_names({"evaluate": {"cross_galleries": "twemoji"}}, "p.yaml")
+    with pytest.raises(ConfigError, match="missing section 'evaluate'"):
+        cross_gallery_names({})
+
+
 @pytest.fixture
 def project(tiny_openmoji: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory with the tiny OpenMoji-ZS, its Twemoji gallery, a HOG baseline folder and params."""
@@ -62,7 +75,7 @@ def project(tiny_openmoji: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_embed_and_evaluate_stages_report_the_twemoji_gallery(project: Path) -> None:
-    from stages.embed import applicable_galleries, main as embed
+    from stages.embed import main as embed
     from stages.evaluate import main as evaluate
     from stages.report import summary_rows
 
