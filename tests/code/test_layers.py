@@ -1,7 +1,7 @@
 """DESIGN.md's layering, checked on the source: imports point downward only, no project modules import each other
 in a circle (imports inside functions included), only flows import Prefect, only serving and the register/package
 stages import BentoML, the core imports no pipeline framework, and importing a package changes no environment
-variable."""
+variable. Also: dvc.yaml deps cover what a stage imports, and only sbir.bundle_layout names the bundle's files."""
 
 from __future__ import annotations
 
@@ -156,6 +156,23 @@ def test_dvc_deps_list_every_file_the_stage_imports(stage: str) -> None:
         runs = imported_files(REPO_ROOT, [body["cmd"].split(" -m ")[1].split()[0], *code])
         missing = sorted(f for f in runs if not any(f == d or f.startswith(f"{d.rstrip('/')}/") for d in deps))
         assert missing == [], f"dvc.yaml stage {stage} ({name or 'no model'}) misses deps"
+
+
+def test_only_the_layout_modules_name_bundle_files() -> None:
+    """The serving bundle's file names live in sbir.bundle_layout (stored embeddings have their own meta.json)."""
+    names = {"meta.json": {"sbir/bundle_layout.py", "sbir/embeddings.py"}, "index.faiss": {"sbir/bundle_layout.py"},
+             "gallery.parquet": {"sbir/bundle_layout.py"}, "thumbs": {"sbir/bundle_layout.py"}}
+    found: dict[str, set[str]] = {name: set() for name in names}
+    for package in (*PROJECT_PACKAGES, "benchmarks", "tests"):
+        for path in (REPO_ROOT / package).rglob("*.py"):
+            if path == Path(__file__).resolve():
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    for name in names:
+                        if name in node.value:
+                            found[name].add(path.relative_to(REPO_ROOT).as_posix())
+    assert {name: sorted(where - names[name]) for name, where in found.items()} == {name: [] for name in names}
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
