@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from models.data import read_split
+from models.embed import embed_dataset
 from models.engine import train
 from models.registry import create_baseline
 from sbir import paths
@@ -29,7 +30,7 @@ from sbir.env import apply_offline_defaults
 from sbir.io import atomic_write_json, atomic_write_text
 from sbir.logs import setup_logging
 from sbir.manifest import read_manifest
-from stages.embed import EmbedParams, embed_dataset
+from models.embed import EmbedParams
 from stages.evaluate import EvaluateParams, evaluate_embeddings
 from stages.restyle import RestyleParams, restyle_dataset
 from stages.train import TrainSection, method_settings

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import sys
@@ -33,11 +32,12 @@ import numpy as np
 import psutil
 import torch
 
+from sbir.bundle_layout import read_meta
 from sbir.io import atomic_write_json, atomic_write_text
 from serving.bundle import SearchBundle
 from serving.settings import API_THREADS
 from serving.uploads import UploadLimits, decode_image
-from stages.registry import Registry
+from stages.model_store import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -302,7 +302,7 @@ def main() -> None:
     out_dir, backoff, wall = args.out or (None if args.quick else RESULTS), args.backoff_ms / 1000, time.perf_counter()
     torch.set_num_threads(args.threads)
     pngs = [path.read_bytes() for path in sorted(SKETCHES.rglob("*.png"))[::4][:512]]
-    version = json.loads((args.bundle / "meta.json").read_text())["champion"]["version"]
+    version = read_meta(args.bundle)["champion"]["version"]
     registry = Registry(ROOT / ".bentoml")
     bundle = SearchBundle(args.bundle, registry.model_path("sketch", version), registry.model_path("photo", version))
     info = machine(args)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from models.data import TrainSplit, read_split
+from models.embed import embed_dataset
 from models.engine import RuntimeConfig, TrainConfig, setup_distributed, train
 from models.method import Method
 from sbir import paths
@@ -39,7 +40,7 @@ from sbir.embeddings import read_embeddings
 from sbir.env import apply_offline_defaults
 from sbir.logs import setup_logging
 from sbir.manifest import Manifest, read_manifest
-from stages.embed import EmbedParams, embed_dataset
+from models.embed import EmbedParams
 from stages.evaluate import EvaluateParams, evaluate_embeddings
 from stages.train import TrainSection, method_settings
 

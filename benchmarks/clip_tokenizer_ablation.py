@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from models.data import read_split
+from models.embed import embed_dataset
 from models.engine import train
 from sbir import paths
 from sbir.config import build, load_params, section
@@ -38,7 +39,7 @@ from sbir.env import apply_offline_defaults
 from sbir.io import atomic_write_json, atomic_write_text
 from sbir.logs import setup_logging
 from sbir.manifest import read_manifest
-from stages.embed import EmbedParams, embed_dataset
+from models.embed import EmbedParams
 from stages.evaluate import EvaluateParams, evaluate_embeddings
 from stages.pretrain_clip import LITE0_TOKENS, PretrainClipParams, pretrain_clip
 from stages.train import TrainSection, method_settings

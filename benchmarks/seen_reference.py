@@ -27,6 +27,7 @@ import pandas as pd
 
 from models.checkpoint import load_model
 from models.data import read_split
+from models.embed import embed_dataset
 from models.engine import train
 from models.registry import create_baseline
 from sbir import paths
@@ -35,7 +36,7 @@ from sbir.embeddings import read_embeddings
 from sbir.env import apply_offline_defaults
 from sbir.logs import setup_logging
 from sbir.manifest import Manifest, read_manifest
-from stages.embed import EmbedParams, embed_dataset
+from models.embed import EmbedParams
 from stages.evaluate import EvaluateParams, evaluate_embeddings
 from stages.train import TrainSection, method_settings
 

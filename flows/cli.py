@@ -30,7 +30,7 @@ def _dvc(*args: str) -> int:
 
 
 def _registry():
-    from stages.registry import Registry
+    from stages.model_store import Registry
 
     return Registry(os.environ["BENTOML_HOME"])
 
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_offline_defaults()
     apply_project_defaults()
     from sbir.logs import setup_logging
-    from stages.registry import RegistryError
+    from stages.model_store import RegistryError
 
     setup_logging()
     try:

@@ -25,6 +25,7 @@ from torch import nn
 from models.interface import Preprocess, RetrievalModel, TorchRetrievalModel
 from models.method import Method, available_methods, get_method
 from models.registry import available_baselines, create_baseline, is_baseline
+from sbir import paths
 from sbir.config import ConfigError, build
 from sbir.io import atomic_write_bytes, atomic_write_json
 from sbir.errors import ModelError
@@ -68,6 +69,12 @@ def save_baseline(folder: str | Path, name: str, params: dict[str, Any], model: 
                 "preprocess": {d: model.preprocess(d).to_dict() for d in ("sketch", "photo")}}
     atomic_write_json(folder / CONFIG_FILE, document)
     return folder
+
+
+def model_folder(reference: str) -> Path:
+    """A model name (its folder under artifacts/checkpoints) or a folder path."""
+    path = Path(reference)
+    return path if (path / CONFIG_FILE).is_file() else paths.checkpoint_dir(reference)
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:

@@ -4,12 +4,18 @@ A folder holds ``vectors.npy`` (n × d float32, unit rows), ``rows.parquet`` (fo
 number and the row's path, domain, split, category, instance id, and ``style``: empty for the dataset's own
 images, a style name for sketches redrawn for the style-shift report, whose ``path`` is under their styles folder) and ``meta.json`` (model description,
 manifest fingerprint, counts). Evaluation, the gallery index and the service read vectors from here.
+
+Cross-dataset galleries: a model's embeddings of each photo-only gallery of ``evaluate.cross_galleries`` built for
+the dataset (:func:`applicable_galleries`) are kept in ``galleries/<gallery>/`` of its embeddings folder
+(``sbir.paths.gallery_embeddings_dir``); the embed stage writes them, evaluation reads them.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +23,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sbir.io import atomic_write, atomic_write_json
-from sbir.manifest import Manifest, manifest_fingerprint
+from sbir import paths
 from sbir.errors import DataError
+from sbir.io import atomic_write, atomic_write_json
+from sbir.manifest import Manifest, ManifestError, manifest_fingerprint, read_manifest
 
+EMBEDDED_SPLITS = ("test_unseen", "test_seen")
 VECTORS_FILE = "vectors.npy"
 ROWS_FILE = "rows.parquet"
 META_FILE = "meta.json"
 ROW_COLUMNS = ["row", "path", "domain", "split", "category", "instance_id", "style"]
+log = logging.getLogger(__name__)
 
 
 class EmbeddingsError(DataError):
@@ -86,3 +95,25 @@ def read_embeddings(folder: str | Path, manifest: Manifest | None = None) -> Emb
         raise EmbeddingsError(f"{folder}: computed from another version of the {manifest.dataset} manifest; "
                               "re-run the embed stage")
     return Embeddings(vectors, rows, meta)
+
+
+def has_embeddings(folder: str | Path) -> bool:
+    """Whether ``folder`` holds complete stored embeddings (``meta.json`` is written last)."""
+    return (Path(folder) / META_FILE).is_file()
+
+
+def applicable_galleries(dataset: str, names: Sequence[str]) -> dict[str, Manifest]:
+    """The prepared photo-only galleries among ``names`` that were built for ``dataset`` (others: logged, skipped)."""
+    galleries = {}
+    for name in names:
+        try:
+            gallery = read_manifest(paths.prepared_dir(name))
+        except ManifestError as error:
+            raise ManifestError(f"evaluate.cross_galleries lists '{name}': {error} (or drop it from the list)"
+                                ) from error
+        built_for = gallery.extra.get("gallery_for")
+        if built_for == dataset:
+            galleries[name] = gallery
+        else:
+            log.info("gallery %s was built for %s, not %s: skipped", name, built_for, dataset)
+    return galleries

@@ -96,6 +96,10 @@ class RetrievalIndex:
         """The spec the index was built with (``ivf_nlist`` resolved to the number actually used)."""
         return self._spec
 
+    def vectors(self) -> np.ndarray:
+        """The stored vectors, (size, dim) float32, in gallery id order (as indexed: every kind stores them flat)."""
+        return self._index.reconstruct_n(0, self.size)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Scores (q, k') float32 and ids (q, k') int64, best first, k' = min(k, size); see module docs."""
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:

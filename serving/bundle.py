@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from models.checkpoint import load_model
 from models.interface import MatchExplainer, PatchSynthesizer, RetrievalModel
+from sbir import bundle_layout
 from sbir.categories import normalize_category
 from sbir.explanations import draw_explanation
 from sbir.index import RetrievalIndex, top_k
@@ -39,11 +38,11 @@ class SearchBundle:
     def __init__(self, bundle_dir: str | Path, sketch_model_dir: str | Path, photo_model_dir: str | Path,
                  limits: UploadLimits | None = None) -> None:
         self.dir = Path(bundle_dir)
-        self.meta = json.loads((self.dir / "meta.json").read_text())
+        self.meta = bundle_layout.read_meta(self.dir)
         self.sketch_model: RetrievalModel = load_model(Path(sketch_model_dir) / "checkpoint")
         self.photo_model: RetrievalModel = load_model(Path(photo_model_dir) / "checkpoint")
-        self.index = RetrievalIndex.load(self.dir / "index.faiss")
-        self.gallery = pd.read_parquet(self.dir / "gallery.parquet").set_index("id", drop=False)
+        self.index: RetrievalIndex = bundle_layout.read_index(self.dir)
+        self.gallery = bundle_layout.read_gallery(self.dir).set_index("id", drop=False)
         self.limits = limits or UploadLimits()
         self._normalised = self.gallery["category"].map(normalize_category).to_numpy()
         self._vectors: np.ndarray | None = None
@@ -79,7 +78,7 @@ class SearchBundle:
 
     def _gallery_vectors(self) -> np.ndarray:
         if self._vectors is None:  # only a category filter needs them: rebuilt from the index once
-            self._vectors = self.index._index.reconstruct_n(0, self.size)
+            self._vectors = self.index.vectors()
         return self._vectors
 
     def search(self, sketch: Image.Image, k: int = 12, category: str | None = None) -> dict[str, Any]:
@@ -114,7 +113,7 @@ class SearchBundle:
             return image.convert("RGB")
 
     def thumbnail_path(self, photo_id: int) -> Path:
-        return self.dir / "thumbs" / f"{photo_id}.png"
+        return bundle_layout.thumbnail_path(self.dir, photo_id)
 
     def explain(self, sketch: Image.Image, photo_id: int, top: int = 10) -> dict[str, Any]:
         """Patch correspondences of a sketch and a gallery photo, drawn, where the model can explain."""

@@ -11,7 +11,6 @@ stage and shipped inside the Bento). Settings (threads, batching latency, upload
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from sbir.bundle_layout import meta_path, read_meta
 from serving.guards import RequestGuard, install_form_checks, refuse
 from serving.schemas import Category, Explanation, ImageUpload, K, PhotoId, SearchResponse, Synthesis
 from serving.settings import API_THREADS, BUNDLE, MAX_LATENCY_MS, upload_limits
@@ -31,11 +31,11 @@ STATIC = Path(__file__).with_name("static")
 
 
 def _bundle_meta() -> dict[str, Any]:
-    meta_file = BUNDLE / "meta.json"
+    meta_file = meta_path(BUNDLE)
     if not meta_file.is_file():
-        raise RuntimeError(f"no serving bundle at {BUNDLE} (meta.json missing): run the index stage "
+        raise RuntimeError(f"no serving bundle at {BUNDLE} ({meta_file.name} missing): run the index stage "
                            "(`dvc repro index`) or set ZSSBIR_BUNDLE")
-    return json.loads(meta_file.read_text())
+    return read_meta(BUNDLE)
 
 
 install_form_checks()  # this module is BentoML's entry point: configuring its form parsing is its job

@@ -27,18 +27,19 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from models.checkpoint import load_model, read_config
+from models.checkpoint import load_model, model_folder, read_config
 from models.data import load_image
+from models.embed import EmbedParams, embed_dataset, stored_galleries
 from models.interface import PairScorer, RetrievalModel
 from sbir import paths
 from sbir.categories import normalize_category
-from sbir.embeddings import Embeddings, EmbeddingsError, read_embeddings
+from sbir.config import Count, Params, PositiveInt
+from sbir.embeddings import Embeddings, EmbeddingsError, has_embeddings, read_embeddings
 from sbir.index import top_k
 from sbir.io import atomic_write, atomic_write_json
 from sbir.manifest import Manifest, ManifestError, read_manifest
 from sbir.metrics import compute_retrieval, request_for
 from sbir.plots import pick_queries, retrieval_grid
-from sbir.config import Count, Params, PositiveInt
 from sbir.stage import run_stage, stage_parser
 
 log = logging.getLogger("stages.evaluate")
@@ -275,19 +276,17 @@ def evaluate_model(reference: str, dataset: str, params: EvaluateParams, embed: 
                    out_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Evaluate a model folder (by name or path) on a prepared dataset, embedding it first if no stored
     embeddings exist (cross-dataset runs outside the pipeline)."""
-    from stages.embed import embed_dataset, model_folder, stored_galleries
-
     folder = model_folder(reference)
     trained = read_config(folder)
     manifest = read_manifest(paths.prepared_dir(dataset))
     stored = paths.embeddings_dir(dataset, folder.name)
     model = None
-    if not (stored / "meta.json").is_file():
+    if not has_embeddings(stored):
         log.info("no stored embeddings of %s on %s: embedding now", folder.name, dataset)
         model = load_model(folder)
         embed_dataset(model, manifest, stored, embed, progress=progress)
     embeddings = read_embeddings(stored, manifest)
-    cross = stored_galleries(folder, dataset, params.cross_galleries, stored, progress)
+    cross = stored_galleries(folder, dataset, params.cross_galleries, stored, embed, progress)
     if (params.rerank_top_k > 0 or params.explain_queries > 0) and trained.get("kind") == "method":
         model = model or load_model(folder)
     document = evaluate_embeddings(embeddings, manifest, params, out_dir or paths.eval_dir(dataset, folder.name),
@@ -296,8 +295,6 @@ def evaluate_model(reference: str, dataset: str, params: EvaluateParams, embed: 
 
 
 def run_evaluate(args: argparse.Namespace, params: Params) -> int:
-    from stages.embed import EmbedParams
-
     settings = params.read(EvaluateParams, "evaluate")
     document = evaluate_model(args.model, args.dataset or settings.dataset, settings, params.read(EmbedParams, "embed"),
                               args.out, progress=not args.no_progress)

@@ -1,14 +1,14 @@
 """Stage ``index``: the serving bundle — the champion's gallery index, its metadata and thumbnails.
 
-Embeds a gallery with the champion's photo encoder (``stages.registry``) and builds the index through
+Embeds a gallery with the champion's photo encoder (``stages.model_store``) and builds the index through
 ``sbir.index``: exact by default; approximate (HNSW or IVF) when asked, or with ``kind: auto`` for galleries
 above ``approximate_above`` — then its recall@k against the exact index is measured (on sketch queries where the
 dataset has them) and stored with it. The gallery is a prepared dataset's photos (``splits``; all by default) or
 a user's folder of photos (``folder``; a photo's category is its parent folder's name).
 
-Output ``artifacts/serving/bundle/`` (written beside and swapped in whole): ``meta.json`` (the champion's model
-tags, the gallery, the index and its recall), ``index.faiss`` (+ sidecar), ``gallery.parquet`` (id, path,
-category, instance id, label) and ``thumbs/<id>.png``. ``package`` ships it in the Bento.
+Output ``artifacts/serving/bundle/`` (written beside and swapped in whole), laid out by ``sbir.bundle_layout``:
+the champion's model tags, the gallery, the index and its recall as metadata, the index, the gallery table (id,
+path, category, instance id, label) and a thumbnail per photo. ``package`` ships it in the Bento.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,16 +29,13 @@ from PIL import Image
 
 from models.checkpoint import load_model
 from models.embed import embed_paths
-from sbir import paths
-from sbir.config import as_params
+from sbir import bundle_layout, paths
+from sbir.config import Count, Params, PositiveInt, as_params
 from sbir.images import flatten_alpha
 from sbir.index import IndexSpec, build_index, recall_at_k
-from sbir.io import atomic_write_json
 from sbir.manifest import read_manifest
-from stages.registry import Registry, RegistryError
-from typing import Literal
-from sbir.config import Count, Params, PositiveInt
 from sbir.stage import run_stage, stage_parser
+from stages.model_store import Registry, RegistryError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 log = logging.getLogger("stages.index")
@@ -94,13 +91,13 @@ def gallery_rows(settings: IndexParams, root: Path = Path(".")) -> tuple[pd.Data
     return rows, sketches
 
 
-def write_thumbnails(files: list[Path], out: Path, size: int) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def write_thumbnails(files: list[Path], bundle: Path, size: int) -> None:
+    """Each photo's thumbnail (at most ``size`` pixels a side, transparency flattened) into the bundle folder."""
     for row_id, file in enumerate(files):
         with Image.open(file) as image:
             picture = flatten_alpha(image).convert("RGB")
             picture.thumbnail((size, size))
-            picture.save(out / f"{row_id}.png", optimize=True)
+            bundle_layout.write_thumbnail(bundle, row_id, picture)
 
 
 def build_bundle(registry: Registry, dataset: str, protocol: str, settings: IndexParams, out: Path,
@@ -121,23 +118,24 @@ def build_bundle(registry: Registry, dataset: str, protocol: str, settings: Inde
     if kind != "exact":
         if sketches is not None and len(sketches):
             queries = embed_paths(load_model(registry.model_path("sketch", champion["version"]) / "checkpoint"),
-                                  list(sketches["file"]), "sketch", settings.batch_size, settings.workers, False)
+                                  list(sketches["file"]), "sketch", settings.batch_size, settings.workers, 1,
+                                  progress=False)
         else:
             queries = vectors[np.random.default_rng(0).permutation(len(vectors))[:1000]]
         quality[f"recall@{settings.recall_k}"] = recall_at_k(index, build_index(vectors), queries, settings.recall_k)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    index.save(tmp / "index.faiss")
-    rows.drop(columns="file").rename_axis("id").reset_index().to_parquet(tmp / "gallery.parquet", index=False)
-    write_thumbnails(list(rows["file"]), tmp / "thumbs", settings.thumbnail_size)
+    bundle_layout.write_index(tmp, index)
+    bundle_layout.write_gallery(tmp, rows.drop(columns="file"))
+    write_thumbnails(list(rows["file"]), tmp, settings.thumbnail_size)
     meta = {"champion": {key: champion[key] for key in ("version", "method", "dataset", "protocol", "score",
                                                         "models")},
             "gallery": {"source": settings.folder or f"{settings.dataset} photos "
                                                      f"({', '.join(settings.splits) or 'every split'})",
                         "size": len(rows), "categories": sorted(set(rows["category"]) - {""})},
             "index": quality, "embedding_dim": int(vectors.shape[1])}  # no timings: the bundle is reproducible
-    atomic_write_json(tmp / "meta.json", meta)
+    bundle_layout.write_meta(tmp, meta)
     if out.exists():
         shutil.rmtree(out)
     os.rename(tmp, out)

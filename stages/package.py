@@ -9,15 +9,15 @@ stage (which names the champion's model tags); the Bento lands in the BentoML st
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 from datetime import UTC, datetime
 
 from sbir import paths
-from sbir.io import atomic_write_json
+from sbir.bundle_layout import meta_path, read_meta
 from sbir.config import Params
+from sbir.io import atomic_write_json
 from sbir.stage import run_stage, stage_parser
 
 log = logging.getLogger("stages.package")
@@ -27,10 +27,10 @@ def build_bento(bentofile: str = "bentofile.yaml") -> dict[str, object]:
     """``bentoml build`` of the serving bundle in place; returns what ``bento.json`` records."""
     import bentoml
 
-    meta_file = paths.serving_bundle() / "meta.json"
+    meta_file = meta_path(paths.serving_bundle())
     if not meta_file.is_file():
         raise FileNotFoundError(f"{meta_file} is missing: run the index stage first (`dvc repro index`)")
-    meta = json.loads(meta_file.read_text())
+    meta = read_meta(paths.serving_bundle())
     started = time.perf_counter()
     bento = bentoml.bentos.build_bentofile(bentofile, build_ctx=".")
     return {"tag": str(bento.tag), "built_at": datetime.now(UTC).isoformat(timespec="seconds"),

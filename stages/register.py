@@ -2,7 +2,7 @@
 
 Reads every ``artifacts/eval/<dataset>/<model>/metrics.json`` of the evaluation dataset, picks the best
 candidate (trained methods; baselines too if ``include_baselines``) by the primary metric, registers its sketch
-and photo encoders in the BentoML model store (``stages.registry``) and gates it against the current champion
+and photo encoders in the BentoML model store (``stages.model_store``) and gates it against the current champion
 of the same dataset and protocol: promoted only if it beats the champion by more than ``margin``.
 
 Params: ``register`` (metric, margin, include_baselines) and ``evaluate.dataset``. Output:
@@ -25,7 +25,7 @@ from sbir import paths
 from sbir.config import ConfigError, NonNegativeFloat, Params, as_params
 from sbir.io import atomic_write_json
 from sbir.stage import run_stage, stage_parser
-from stages.registry import Decision, Registry, RegistryError
+from stages.model_store import Decision, Registry, RegistryError
 
 log = logging.getLogger("stages.register")
 

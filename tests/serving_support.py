@@ -31,7 +31,7 @@ def make_bundle(root: Path, photos: Path, model: str = "baseline_hog", kind: str
     from models.checkpoint import save_baseline
     from models.registry import create_baseline
     from stages.index import IndexParams, build_bundle
-    from stages.registry import Registry
+    from stages.model_store import Registry
 
     home, folder, bundle = root / "bentoml", root / "models" / model, root / "bundle"
     folder.mkdir(parents=True)

@@ -12,7 +12,7 @@ import yaml
 from helpers import REPO_ROOT
 
 from flows.cli import _parser, main
-from stages.registry import Registry
+from stages.model_store import Registry
 
 PROTOCOL = "zero_shot/map_all/sklearn/query"
 

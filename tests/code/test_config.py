@@ -130,7 +130,7 @@ def _config_classes() -> dict[str, object]:
     from models.registry import baseline_factory
     from models.zse import ZSEConfig
     from sbir.datasets.base import _REGISTRY as DATASETS
-    from stages.embed import EmbedParams
+    from models.embed import EmbedParams
     from stages.evaluate import EvaluateParams
     from stages.index import IndexParams
     from stages.pretrain_clip import PretrainClipParams

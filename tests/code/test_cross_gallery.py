@@ -12,7 +12,7 @@ from models.checkpoint import save_baseline
 from models.registry import create_baseline
 from sbir import paths
 from sbir.datasets import create
-from sbir.embeddings import ROW_COLUMNS, Embeddings, read_embeddings
+from sbir.embeddings import ROW_COLUMNS, Embeddings, applicable_galleries, read_embeddings
 from sbir.manifest import ManifestError, manifest_fingerprint, read_manifest
 from stages.evaluate import EvaluateParams, cross_gallery
 from helpers import config, params_section, write_params
@@ -64,7 +64,7 @@ def project(tiny_openmoji: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_embed_and_evaluate_stages_report_the_twemoji_gallery(project: Path) -> None:
-    from stages.embed import applicable_galleries, main as embed
+    from stages.embed import main as embed
     from stages.evaluate import main as evaluate
     from stages.report import summary_rows
 

@@ -13,12 +13,13 @@ from PIL import Image
 import torch
 
 from models.data import load_image
+from models.embed import embed_dataset
 from models.interface import Preprocess, RetrievalModel
 from models.registry import create_baseline
 from sbir.categories import normalize_category
-from sbir.embeddings import read_embeddings
+from sbir.embeddings import has_embeddings, read_embeddings
 from sbir.manifest import read_manifest
-from stages.embed import EmbedParams, embed_dataset
+from models.embed import EmbedParams
 from stages.evaluate import EvaluateParams, evaluate_embeddings, rerank
 from helpers import config, params_section, write_params
 
@@ -66,7 +67,7 @@ class InstanceOracle(Oracle):
 
 def _evaluate(model, manifest, params, out, trained=None):
     stored = out / "embeddings"
-    if not (stored / "meta.json").is_file():
+    if not has_embeddings(stored):
         embed_dataset(model, manifest, stored, config(EmbedParams, "embed", workers=0), progress=False)
     return evaluate_embeddings(read_embeddings(stored, manifest), manifest, params, out / "eval", trained, model)
 

@@ -130,6 +130,17 @@ def test_save_load_round_trip(tmp_path: Path, spec: IndexSpec) -> None:
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("spec", [IndexSpec("exact"), IndexSpec("hnsw", hnsw_m=8),
+                                  IndexSpec("ivf", ivf_nlist=7)], ids=lambda s: s.kind)
+def test_vectors_are_the_indexed_rows_in_id_order(tmp_path: Path, spec: IndexSpec) -> None:
+    g = _unit(np.random.default_rng(8), 120, 12)
+    index = build_index(g.astype(np.float64), spec)
+    index.save(tmp_path / "gallery.faiss")
+    for stored in (index.vectors(), RetrievalIndex.load(tmp_path / "gallery.faiss").vectors()):
+        assert stored.dtype == np.float32 and stored.shape == (120, 12)
+        np.testing.assert_array_equal(stored, g)
+
+
 def test_load_rejects_corrupt_or_mismatched_sidecar(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     build_index(_unit(rng, 50, 8)).save(tmp_path / "a.faiss")

@@ -1,6 +1,7 @@
-"""DESIGN.md's layering, checked on the source: imports point downward only, only flows import Prefect, only
-serving and the register/package stages import BentoML, the core imports no pipeline framework, and importing
-a package changes no environment variable."""
+"""DESIGN.md's layering, checked on the source: imports point downward only, no project modules import each other
+in a circle (imports inside functions included), only flows import Prefect, only serving and the register/package
+stages import BentoML, the core imports no pipeline framework, and importing a package changes no environment
+variable. Also: dvc.yaml deps cover what a stage imports, and only sbir.bundle_layout names the bundle's files."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ FORBIDDEN = {
     "serving": {"stages", "flows", "prefect"},
     "flows": {"serving", "bentoml"},
 }
-BENTOML_STAGES = {"register.py", "registry.py", "package.py"}  # the only stages that may touch the model store
+BENTOML_STAGES = {"register.py", "model_store.py", "package.py"}  # the only stages that may touch the model store
+PROJECT_PACKAGES = ("sbir", "models", "stages", "flows", "serving")
+DEPS_COMPLETE = ("embed", "evaluate", "register", "index", "package")  # stages whose dvc.yaml deps are checked
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -33,6 +36,143 @@ def imported_roots(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             roots.add(node.module.split(".")[0])
     return roots
+
+
+def project_modules(root: Path) -> dict[str, Path]:
+    """Dotted name → file of every module of the project packages under ``root`` (``pkg/__init__.py`` is ``pkg``)."""
+    modules = {}
+    for package in PROJECT_PACKAGES:
+        for path in (root / package).rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def module_imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The project modules ``name`` imports anywhere in its file (functions included), each resolved to the most
+    specific module: ``from a.b import c`` is ``a.b.c`` where that is a module, else ``a.b``."""
+    def innermost(dotted: str) -> str | None:
+        parts = dotted.split(".")
+        return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in modules), None)
+
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str | None] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {innermost(alias.name) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found |= {innermost(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+                      for alias in node.names}
+    return {module for module in found if module is not None and module != name}
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """Each set of project modules that import one another in a circle (a strongly connected component of the
+    import graph with more than one module), sorted."""
+    modules = project_modules(root)
+    graph = {name: sorted(module_imports(name, path, modules)) for name, path in modules.items()}
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm
+        order[node] = low[node] = len(order)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in order:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], order[target])
+        if low[node] == order[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for name in sorted(graph):
+        if name not in order:
+            visit(name)
+    return sorted(cycles)
+
+
+def test_no_import_cycles() -> None:
+    assert import_cycles(REPO_ROOT) == []
+
+
+def test_the_cycle_checker_sees_imports_inside_functions(tmp_path: Path) -> None:
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "sbir").mkdir()
+    (tmp_path / "stages/__init__.py").write_text("")
+    (tmp_path / "stages/a.py").write_text("from stages.b import thing\nfrom sbir import paths\n")
+    (tmp_path / "stages/b.py").write_text("def thing():\n    from stages import a\n")
+    (tmp_path / "stages/c.py").write_text("from . import d\n")
+    (tmp_path / "stages/d.py").write_text("import stages.c as c\n")
+    (tmp_path / "sbir/paths.py").write_text("import os\n")
+    assert import_cycles(tmp_path) == [["stages.a", "stages.b"], ["stages.c", "stages.d"]]
+    (tmp_path / "stages/b.py").write_text("def thing():\n    from sbir import paths\n")
+    (tmp_path / "stages/d.py").write_text("")
+    assert import_cycles(tmp_path) == []
+
+
+def imported_files(root: Path, start: list[str]) -> set[str]:
+    """The files of the modules ``start`` and of every project module they import, transitively."""
+    modules = project_modules(root)
+    seen: set[str] = set()
+    todo = list(start)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += module_imports(name, modules[name], modules)
+    return {modules[name].relative_to(root).as_posix() for name in seen}
+
+
+@pytest.mark.parametrize("stage", DEPS_COMPLETE)
+def test_dvc_deps_list_every_file_the_stage_imports(stage: str) -> None:
+    """A stage re-runs when code it runs changes: its deps cover what it imports, transitively, and what the code
+    of the model it runs (loaded by name, ``${item.code}`` / ``${item.needs}``) imports."""
+    import yaml
+
+    pipeline = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    entry = pipeline["stages"][stage]
+    body = entry.get("do", entry)
+    models = pipeline["vars"][1]["models"] if entry.get("foreach") == "${models}" else {"": {}}
+    files = {path.relative_to(REPO_ROOT).as_posix(): name for name, path in project_modules(REPO_ROOT).items()}
+    for name, model in models.items():
+        deps = [dep.replace("${item.code}", model.get("code", "-")).replace("${item.needs}", model.get("needs", "-"))
+                for dep in body["deps"]]
+        code = [module for file, module in files.items() if any(file == p or file.startswith(f"{p}/")
+                                                               for p in (model.get("code"), model.get("needs")) if p)]
+        runs = imported_files(REPO_ROOT, [body["cmd"].split(" -m ")[1].split()[0], *code])
+        missing = sorted(f for f in runs if not any(f == d or f.startswith(f"{d.rstrip('/')}/") for d in deps))
+        assert missing == [], f"dvc.yaml stage {stage} ({name or 'no model'}) misses deps"
+
+
+def test_only_the_layout_modules_name_bundle_files() -> None:
+    """The serving bundle's file names live in sbir.bundle_layout (stored embeddings have their own meta.json)."""
+    names = {"meta.json": {"sbir/bundle_layout.py", "sbir/embeddings.py"}, "index.faiss": {"sbir/bundle_layout.py"},
+             "gallery.parquet": {"sbir/bundle_layout.py"}, "thumbs": {"sbir/bundle_layout.py"}}
+    found: dict[str, set[str]] = {name: set() for name in names}
+    for package in (*PROJECT_PACKAGES, "benchmarks", "tests"):
+        for path in (REPO_ROOT / package).rglob("*.py"):
+            if path == Path(__file__).resolve():
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    for name in names:
+                        if name in node.value:
+                            found[name].add(path.relative_to(REPO_ROOT).as_posix())
+    assert {name: sorted(where - names[name]) for name, where in found.items()} == {name: [] for name in names}
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))

@@ -10,7 +10,7 @@ from helpers import commit, run_command
 
 from flows.training import ValidationFailed, training_flow
 from sbir.manifest import read_manifest
-from stages.registry import Registry
+from stages.model_store import Registry
 
 pytestmark = pytest.mark.slow
 PROTOCOL = "zero_shot/map_all/sklearn/query"

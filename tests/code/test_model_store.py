@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO_ROOT
 
-from stages.registry import ENCODER_MODELS, FAULT_ENV, FAULT_POINTS, Registry, RegistryError, content_version
+from stages.model_store import ENCODER_MODELS, FAULT_ENV, FAULT_POINTS, Registry, RegistryError, content_version
 
 PROTOCOL = "zero_shot/map_all/sklearn/query"
 
@@ -109,7 +109,7 @@ def test_rollback_and_promote_by_hand(registry: Registry, tmp_path: Path) -> Non
 KILLED_REGISTRATION = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from stages.registry import Registry
+    from stages.model_store import Registry
     Registry(sys.argv[1]).register(Path(sys.argv[2]), method="challenger", dataset="openmoji_zs",
                                    protocol="{protocol}", score=0.9, metrics={{}}, params={{}}, git="x")
 """).format(protocol=PROTOCOL)

@@ -1,4 +1,4 @@
-"""The model registry: registered encoders in the BentoML model store, champions and their history in a ledger.
+"""The model store and champion ledger: registered encoders in the BentoML model store, champions in a ledger.
 
 Layout under ``BENTOML_HOME`` (project-local ``.bentoml/`` by default, ``sbir.paths.BENTOML_HOME``):
 
