@@ -13,27 +13,25 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from models.data import read_split
-from models.embed import embed_dataset
-from models.engine import train
+from models.embed import EmbedParams, embed_dataset
+from models.engine import TrainSection, train
 from models.registry import create_baseline
 from sbir import paths
-from sbir.config import build, load_params, section
+from sbir.config import Params
 from sbir.embeddings import read_embeddings
 from sbir.env import apply_offline_defaults
 from sbir.io import atomic_write_json, atomic_write_text
 from sbir.logs import setup_logging
 from sbir.manifest import read_manifest
-from models.embed import EmbedParams
 from stages.evaluate import EvaluateParams, evaluate_embeddings
 from stages.restyle import RestyleParams, restyle_dataset
-from stages.train import TrainSection, method_settings
+from stages.train import method_settings
 
 RESULTS = Path(__file__).parent / "results"
 LITE0 = {"backbone": "timm:efficientnet_lite0", "pretrained": "package:efficientnet_lite0"}
@@ -82,20 +80,22 @@ COLUMNS = {"mAP@all": "map_all/sklearn/query", "mAP@all VOC/class": "map_all/voc
 STYLES_DIR = Path(tempfile.gettempdir()) / "zssbir-ablation-styles"
 
 
-def restyled(params: dict[str, Any], manifest) -> pd.DataFrame:
+def restyled(params: Params, manifest) -> pd.DataFrame:
     """The unseen sketches in the report's styles (drawn once, reused by every variant)."""
     table = STYLES_DIR / "styles.parquet"
     if not table.is_file():
-        restyle_dataset(manifest.dataset, build(RestyleParams, section(params, "restyle"), "restyle"),
-                        section(params, "prepare", manifest.dataset), STYLES_DIR, progress=False)
+        restyle_dataset(manifest.dataset, params.read(RestyleParams, "restyle"),
+                        params.section(f"prepare.{manifest.dataset}"), STYLES_DIR, progress=False)
     return pd.read_parquet(table)
 
 
-def evaluate(model, manifest, out: Path, styles: pd.DataFrame) -> dict[str, float]:
-    embed_dataset(model, manifest, out / "embeddings", EmbedParams(), progress=False, styles=styles,
-                  styles_root=STYLES_DIR)
+def evaluate(model, manifest, out: Path, styles: pd.DataFrame, params: Params) -> dict[str, float]:
+    """Embed (params.yaml ``embed``) and evaluate (``evaluate``, unseen categories only: not generalised)."""
+    embed_dataset(model, manifest, out / "embeddings", params.read(EmbedParams, "embed"), progress=False,
+                  styles=styles, styles_root=STYLES_DIR)
+    settings = params.replaced("evaluate", {"generalised": False}).read(EvaluateParams, "evaluate")
     document = evaluate_embeddings(read_embeddings(out / "embeddings", manifest), manifest,
-                                   EvaluateParams(generalised=False), out / "eval", None, model)
+                                   settings, out / "eval", None, model)
     row = {label: round(float(document["zero_shot"][key]), 4) for label, key in COLUMNS.items()}
     shift = document.get("style_shift", {})
     for name in ("map_all_ratio", "fg_acc@1_ratio"):
@@ -105,22 +105,20 @@ def evaluate(model, manifest, out: Path, styles: pd.DataFrame) -> dict[str, floa
     return row
 
 
-def run_variant(kind: str, overrides: dict[str, Any], params: dict[str, Any], manifest, out: Path,
+def run_variant(kind: str, overrides: dict[str, Any], params: Params, manifest, out: Path,
                 styles: pd.DataFrame) -> dict[str, Any]:
     if kind != "dsn":
         started = time.perf_counter()
-        model = create_baseline(kind, {**section(params, kind), **overrides})
-        return {**evaluate(model, manifest, out, styles), "seconds": round(time.perf_counter() - started, 1)}
-    settings = build(TrainSection, section(params, "train"), "train")
-    method, config = method_settings(params, "dsn")
-    method = type(method)(build(type(method.config), {**section(params, "dsn")["model"], **overrides.get("model", {})},
-                                "variant.model"))
-    config = replace(config, **overrides.get("train", {}))
+        model = create_baseline(kind, {**params.section(kind), **overrides}, f"variant {kind}")
+        return {**evaluate(model, manifest, out, styles, params), "seconds": round(time.perf_counter() - started, 1)}
+    settings = params.read(TrainSection, "train")
+    variant = params.replaced("dsn.model", overrides.get("model", {})).replaced("dsn.train", overrides.get("train", {}))
+    method, config = method_settings(variant, "dsn")
     data = read_split(manifest, "train")
     started = time.perf_counter()
     net, times = train(method, config, settings.runtime, data, out / "state", progress=False)
     seconds = time.perf_counter() - started
-    return {**evaluate(method.export(net), manifest, out, styles), "train_seconds": round(seconds, 1),
+    return {**evaluate(method.export(net), manifest, out, styles, params), "train_seconds": round(seconds, 1),
             "seconds_per_step": round((times.data + times.compute) / times.steps, 3), "epochs": config.epochs}
 
 
@@ -153,8 +151,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="variant names (or name prefixes) to run")
     parser.add_argument("--again", action="store_true", help="re-run variants already in the results")
     args = parser.parse_args()
-    params = load_params()
-    manifest = read_manifest(paths.prepared_dir(section(params, "evaluate")["dataset"]))
+    params = Params.load()
+    manifest = read_manifest(paths.prepared_dir(params.value("evaluate.dataset", str)))
     results_file = RESULTS / "pretrained_ablation.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     chosen = [n for n in VARIANTS if not args.only or any(n.startswith(prefix) for prefix in args.only)]

@@ -134,15 +134,24 @@ def main() -> None:
     from models.dsn import DSN, DSNConfig
     from models.embed import embed_paths
     from models.engine import RuntimeConfig, TrainConfig, train
+    from sbir.config import Params
     from sbir.manifest import read_manifest
 
+    # params.yaml's dsn and train.runtime sections, with only the settings this benchmark measures changed
+    params = (Params.load()
+              .replaced("dsn.model", {"image_size": args.size, "feature_level": None, "pool": "avg",
+                                      "photo_edges": False})
+              .replaced("dsn.train", {"epochs": 1, "batch_size": 32})
+              .replaced("train.runtime", {"num_threads": 2, "checkpoint_every": 10**9, "workers": args.workers,
+                                          "prefetch": 2, "cache": "none"}))
+    model_config = params.read(DSNConfig, "dsn.model")  # read (and checked) before the minutes of generating
+    config = params.read(TrainConfig, "dsn.train")
+    runtime = params.read(RuntimeConfig, "train.runtime")
     started = time.perf_counter()
     manifest = read_manifest(generate(args.root / f"{args.pairs}x{args.size}", args.pairs, args.size))
     generate_seconds = time.perf_counter() - started
     data = read_split(manifest, "train")
-    method = DSN(DSNConfig(image_size=args.size, feature_level=None, pool="avg", photo_edges=False))
-    config = TrainConfig(epochs=1, batch_size=32)
-    runtime = RuntimeConfig(num_threads=2, checkpoint_every=10**9, workers=args.workers, prefetch=2, cache="none")
+    method = DSN(model_config)
     train_memory = MemorySampler()
     sampler = threading.Event()
 

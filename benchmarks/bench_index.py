@@ -45,6 +45,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from sbir.index import IndexSpec, RetrievalIndex, _configure, build_index, recall_at_k
 from sbir.io import atomic_write_json, atomic_write_text
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 GOAL_VS_FAISS = 1.0  # our exact search at least as fast as FAISS IndexFlatIP
 GOAL_ROOFLINE = 0.7  # our exact search at >= 70 % of this machine's sgemm rate
@@ -95,6 +96,13 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def shown(path: Path) -> str:
+    """A path as the results record it: relative to the repository when inside it, else its name (results never
+    hold a machine's absolute paths)."""
+    path = path.resolve()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
 
 
 def machine(threads: int) -> dict:
@@ -449,7 +457,7 @@ def main() -> None:
         rows: list[dict] = []
         print_header()
         sizes = [bench_size(n, args, centres, queries, roof["gflops"], rows) for n in args.sizes]
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config = {k: (shown(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result = {"benchmark": "index_search", "quick": args.quick, "config": config, "machine": info,
               "roofline": roof, "sizes": sizes, "goals": goals(sizes), "peak_rss_mib": peak_rss_mib(),
               "table": rows}

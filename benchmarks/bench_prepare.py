@@ -14,17 +14,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from sbir.config import Params
 from sbir.datasets import create, summarize
 
 BUDGET_SECONDS = 120.0
 RESULTS = Path(__file__).parent / "results"
 
 
-def time_prepare(workers: int, max_items: int | None) -> tuple[float, dict]:
+def time_prepare(params: Params, workers: int, max_items: int | None) -> tuple[float, dict]:
+    """Prepare OpenMoji-ZS as params.yaml's ``prepare.openmoji_zs`` does, with ``workers`` and ``max_items``."""
+    values = {**params.section("prepare.openmoji_zs"), "workers": workers, "max_items_per_category": max_items}
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        manifest = create("openmoji_zs", workers=workers, max_items_per_category=max_items).prepare(
-            Path(tmp) / "openmoji_zs", progress=False)
+        manifest = create("openmoji_zs", **values).prepare(Path(tmp) / "openmoji_zs", progress=False)
         return time.perf_counter() - started, summarize(manifest.frame)
 
 
@@ -33,8 +35,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 emoji per category instead of all")
     args = parser.parse_args()
     max_items = 3 if args.quick else None
-    baseline, _ = time_prepare(1, max_items)
-    default, counts = time_prepare(2, max_items)
+    params = Params.load()
+    baseline, _ = time_prepare(params, 1, max_items)
+    default, counts = time_prepare(params, 2, max_items)
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "images": counts["images"], "quick": args.quick,

@@ -45,6 +45,15 @@ from serving_support import bentoml_server  # noqa: E402  (tests/: starts and st
 
 RESULTS = ROOT / "benchmarks" / "results"
 SKETCHES = ROOT / "data" / "prepared" / "openmoji_zs" / "images" / "sketch"
+
+
+def shown(path: Path) -> str:
+    """A path as the results record it: relative to the repository when inside it, else its name (results never
+    hold a machine's absolute paths)."""
+    path = path.resolve()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
+
+
 GOAL_RATIO, GOAL_P99, GOAL_RSS, BATCH = 0.8, 2.0, 0.10, 32
 
 
@@ -327,8 +336,8 @@ def main() -> None:
         h["ratio_to_baseline"] = h["images_per_s"] / baseline
     champion = bundle.meta["champion"]
     result = {"benchmark": "serving_http", "quick": args.quick,
-              "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "machine": info,
-              "model": f"{champion['method']} {champion['version']}", "server_log": str(log),
+              "config": {k: shown(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "machine": info,
+              "model": f"{champion['method']} {champion['version']}", "server_log": shown(log),
               "bare": {"batch": BATCH, "before": before, "after": after, "baseline_images_per_s": baseline,
                        "ratio_tensor_forward_to_baseline": (before["tensor_forward"] + after["tensor_forward"]) / 2
                        / baseline},

@@ -13,17 +13,16 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from models.data import read_split
-from models.engine import train
+from models.engine import RuntimeConfig, TrainSection, train
 from sbir import paths
-from sbir.config import build, load_params, section
+from sbir.config import Params
 from sbir.env import apply_offline_defaults
 from sbir.io import atomic_write_json, atomic_write_text
 from sbir.manifest import read_manifest
-from stages.train import TrainSection, method_settings
+from stages.train import method_settings
 
 RESULTS = Path(__file__).parent / "results"
 WAYS = {"in-memory cache (auto's choice here)": {"cache": "memory"},
@@ -37,18 +36,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--method", default="dsn")
     args = parser.parse_args()
-    params = load_params()
-    settings = build(TrainSection, section(params, "train"), "train")
+    params = Params.load()
+    settings = params.read(TrainSection, "train")
     method, config = method_settings(params, args.method)
+    runtimes = {name: params.replaced("train.runtime", change).read(RuntimeConfig, "train.runtime")
+                for name, change in {"warm-up": {"cache": "memory"}, **WAYS}.items()}
     data = read_split(read_manifest(paths.prepared_dir(settings.dataset)), "train")
     with tempfile.TemporaryDirectory() as state:  # untimed warm-up: the first steps of a process pay start-up
-        train(method, config, replace(settings.runtime, cache="memory"), data, Path(state), progress=False,
+        train(method, config, runtimes["warm-up"], data, Path(state), progress=False,
               stop_after_steps=10)
     rows = {}
-    for name, change in WAYS.items():
+    for name in WAYS:
         with tempfile.TemporaryDirectory() as state:
             started = time.perf_counter()
-            _, times = train(method, config, replace(settings.runtime, **change), data, Path(state), progress=False,
+            _, times = train(method, config, runtimes[name], data, Path(state), progress=False,
                              stop_after_steps=args.steps)
             wall = time.perf_counter() - started
         rows[name] = {"data_seconds_per_step": round(times.data / times.steps, 4),

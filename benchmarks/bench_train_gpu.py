@@ -19,7 +19,6 @@ Every run trains from images held in memory (``train.runtime.cache: memory``); t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import sys
@@ -31,18 +30,17 @@ from typing import Any
 import torch
 
 from models.data import TrainSplit, read_split
-from models.embed import embed_dataset
-from models.engine import RuntimeConfig, TrainConfig, setup_distributed, train
+from models.embed import EmbedParams, embed_dataset
+from models.engine import RuntimeConfig, TrainConfig, TrainSection, setup_distributed, train
 from models.method import Method
 from sbir import paths
-from sbir.config import build, load_params, section
+from sbir.config import Params
 from sbir.embeddings import read_embeddings
 from sbir.env import apply_offline_defaults
 from sbir.logs import setup_logging
 from sbir.manifest import Manifest, read_manifest
-from models.embed import EmbedParams
 from stages.evaluate import EvaluateParams, evaluate_embeddings
-from stages.train import TrainSection, method_settings
+from stages.train import method_settings
 
 RESULTS = Path(__file__).parent / "results"
 METHOD = "dsn"
@@ -63,16 +61,17 @@ KEYS = {"mAP@all": "map_all/sklearn/query", "mAP@all VOC/class": "map_all/voc/cl
         "FG Acc@1": "fg/acc@1/gallery", "FG Acc@5": "fg/acc@5/gallery"}
 
 
-def configure(method: Method, base: TrainConfig, train_overrides: dict[str, Any],
+def configure(params: Params, train_overrides: dict[str, Any],
               model_overrides: dict[str, Any]) -> tuple[Method, TrainConfig]:
-    """The method with its model settings changed, and the optimisation settings changed."""
-    return (type(method)(dataclasses.replace(method.config, **model_overrides)),
-            dataclasses.replace(base, **train_overrides))
+    """The method of params.yaml's ``dsn`` section with its model and optimisation settings changed (checked
+    like the stage checks them)."""
+    return method_settings(params.replaced(f"{METHOD}.train", train_overrides)
+                           .replaced(f"{METHOD}.model", model_overrides), METHOD)
 
 
 def run_variant(name: str, method: Method, config: TrainConfig, runtime: RuntimeConfig, data: TrainSplit,
-                manifest: Manifest, stop_after_steps: int | None, out_dir: Path,
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+                manifest: Manifest, stop_after_steps: int | None, out_dir: Path, embed: EmbedParams,
+                evaluation: EvaluateParams) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Train from scratch, evaluate zero-shot; returns the row and the trained weights (on the CPU)."""
     ctx = setup_distributed()
     with tempfile.TemporaryDirectory() as state:
@@ -85,8 +84,8 @@ def run_variant(name: str, method: Method, config: TrainConfig, runtime: Runtime
     weights = {key: value.detach().float().cpu() for key, value in net.state_dict().items()}
     folder = out_dir / name.replace("/", "_")
     model = method.export(net, ctx.device)
-    embed_dataset(model, manifest, folder / "embeddings", EmbedParams(workers=4), progress=False)
-    document = evaluate_embeddings(read_embeddings(folder / "embeddings", manifest), manifest, EvaluateParams(),
+    embed_dataset(model, manifest, folder / "embeddings", embed, progress=False)
+    document = evaluate_embeddings(read_embeddings(folder / "embeddings", manifest), manifest, evaluation,
                                    folder / "eval", {"dataset": manifest.dataset, "train_categories": data.categories},
                                    model)
     zero_shot = document["zero_shot"]
@@ -101,11 +100,11 @@ def run_variant(name: str, method: Method, config: TrainConfig, runtime: Runtime
     return row, weights
 
 
-def warm_up(method: Method, base: TrainConfig, runtime: RuntimeConfig, data: TrainSplit) -> None:
+def warm_up(params: Params, runtime: RuntimeConfig, data: TrainSplit) -> None:
     """A few steps in each precision first, so that no timed run pays for kernel selection and start-up."""
     for amp in (False, True):
         with tempfile.TemporaryDirectory() as state:
-            train(*configure(method, base, {"amp": amp}, {}), runtime, data, Path(state), progress=False,
+            train(*configure(params, {"amp": amp}, {}), runtime, data, Path(state), progress=False,
                   stop_after_steps=20, ctx=setup_distributed())
 
 
@@ -132,11 +131,15 @@ def main() -> None:
     parser.add_argument("--stop-after-steps", type=int, default=None, help="smoke run: cut every run short")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
-    params = load_params()
-    settings = build(TrainSection, section(params, "train"), "params.yaml: train")
-    method, base = method_settings(params, METHOD)
+    params = Params.load()
+    settings = params.read(TrainSection, "train")
+    for name in args.runs:  # every run's settings checked before any work (building a method is cheap)
+        configure(params, *VARIANTS[name])
+    embed = params.replaced("embed", {"workers": 4}).read(EmbedParams, "embed")  # 4 decoding processes
+    evaluation = params.read(EvaluateParams, "evaluate")
     # images in memory; --threads decoding processes
-    runtime = dataclasses.replace(settings.runtime, num_threads=args.threads, workers=args.threads, cache="memory")
+    runtime = params.replaced("train.runtime", {"num_threads": args.threads, "workers": args.threads,
+                                                "cache": "memory"}).read(RuntimeConfig, "train.runtime")
     manifest = read_manifest(paths.prepared_dir(settings.dataset))
     data = read_split(manifest, "train")
     device = setup_distributed().device
@@ -146,11 +149,11 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     trained: dict[str, dict[str, torch.Tensor]] = {}
     with tempfile.TemporaryDirectory() as evals:
-        warm_up(method, base, runtime, data)
+        warm_up(params, runtime, data)
         for name in args.runs:
-            variant, config = configure(method, base, *VARIANTS[name])
+            variant, config = configure(params, *VARIANTS[name])
             row, weights = run_variant(name, variant, config, runtime, data, manifest, args.stop_after_steps,
-                                       Path(evals))
+                                       Path(evals), embed, evaluation)
             rows.append(row)
             trained[name] = weights
             print(json.dumps(row), flush=True)

@@ -25,64 +25,72 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from models.data import read_split
-from models.embed import embed_dataset
-from models.engine import train
+from models.embed import EmbedParams, embed_dataset
+from models.engine import TrainSection, train
 from sbir import paths
-from sbir.config import build, load_params, section
+from sbir.config import ConfigError, Params
 from sbir.embeddings import read_embeddings
 from sbir.env import apply_offline_defaults
 from sbir.io import atomic_write_json, atomic_write_text
 from sbir.logs import setup_logging
 from sbir.manifest import read_manifest
-from models.embed import EmbedParams
 from stages.evaluate import EvaluateParams, evaluate_embeddings
-from stages.pretrain_clip import LITE0_TOKENS, PretrainClipParams, pretrain_clip
-from stages.train import TrainSection, method_settings
+from stages.pretrain_clip import PretrainClipParams, pretrain_clip
+from stages.train import method_settings
 
 RESULTS = Path(__file__).parent / "results"
 NAME = "clip_tokenizer_ablation"
 DOMAIN_WORDED = {"photo": "a photo of {name}, a {category}", "sketch": "a drawing of {name}, a {category}",
                  "photo_without_name": "a photo of a {category}", "sketch_without_name": "a drawing of a {category}"}
-# name -> (patch_tokens, overrides of pretrain_clip.train, overrides of pretrain_clip.captions)
-VARIANTS: dict[str, tuple[dict[str, Any] | None, dict[str, Any], dict[str, str]]] = {
+# The patch tokens of B: the CNN of params.yaml's pretrain_clip.patch_tokens (committed: EfficientNet-Lite0 from
+# its package, cut after stage 2)
+CNN_TOKENS = "pretrain_clip.patch_tokens"
+# name -> (patch_tokens: None for pixel patches or CNN_TOKENS, overrides of pretrain_clip.train, overrides of
+# pretrain_clip.captions)
+VARIANTS: dict[str, tuple[str | None, dict[str, Any], dict[str, str]]] = {
     "A: ViT pixel patches (random init)": (None, {}, {}),
-    "B: EfficientNet-Lite0 stage 2, frozen, + 1x1 projection": (dict(LITE0_TOKENS), {}, {}),
-    "B': EfficientNet-Lite0 stage 2, lr x0.1, + 1x1 projection": (dict(LITE0_TOKENS), {"stem_lr_factor": 0.1}, {}),
-    "B, captions worded per domain (a photo of / a drawing of)": (dict(LITE0_TOKENS), {}, DOMAIN_WORDED),
+    "B: EfficientNet-Lite0 stage 2, frozen, + 1x1 projection": (CNN_TOKENS, {}, {}),
+    "B': EfficientNet-Lite0 stage 2, lr x0.1, + 1x1 projection": (CNN_TOKENS, {"stem_lr_factor": 0.1}, {}),
+    "B, captions worded per domain (a photo of / a drawing of)": (CNN_TOKENS, {}, DOMAIN_WORDED),
 }
 COLUMNS = {"mAP@all": "map_all/sklearn/query", "mAP@all VOC/class": "map_all/voc/class",
            "mAP@200": "preset/zse/map_200", "P@100": "p_100/k/query", "FG Acc@1": "fg/acc@1/gallery", "FG Acc@5": "fg/acc@5/gallery"}
 
 
-def run_variant(patch_tokens: dict[str, Any] | None, pretrain_overrides: dict[str, Any], captions: dict[str, str],
-                params: dict[str, Any], manifest, out: Path, threads: int | None = None) -> dict[str, Any]:
+def variant_params(params: Params, patch_tokens: str | None, pretrain_overrides: dict[str, Any],
+                   captions: dict[str, str], threads: int | None) -> Params:
+    """``params`` with one variant's ``pretrain_clip`` changes (and ``--threads``) laid over it."""
+    tokens = dict(params.section(patch_tokens)) if patch_tokens else None
+    if patch_tokens and not tokens:
+        raise ConfigError(f"{params.source}: {patch_tokens} is null; the B variants need its CNN")
+    values = (params.replaced("pretrain_clip", {"patch_tokens": tokens})
+              .replaced("pretrain_clip.train", pretrain_overrides).replaced("pretrain_clip.captions", captions))
+    return values.replaced("train.runtime", {"num_threads": threads}) if threads else values
+
+
+def run_variant(patch_tokens: str | None, pretrain_overrides: dict[str, Any], captions: dict[str, str],
+                params: Params, manifest, out: Path, threads: int | None = None) -> dict[str, Any]:
     """Pretrain, learn prompts, embed and evaluate one variant; wall times of each phase."""
-    settings = build(TrainSection, section(params, "train"), "train")
-    if threads:
-        settings = replace(settings, runtime=replace(settings.runtime, num_threads=threads))
-    pre = build(PretrainClipParams, section(params, "pretrain_clip"), "pretrain_clip")
-    pre = replace(pre, patch_tokens=patch_tokens, train=replace(pre.train, **pretrain_overrides),
-                  captions=replace(pre.captions, **captions))
+    params = variant_params(params, patch_tokens, pretrain_overrides, captions, threads)
+    settings = params.read(TrainSection, "train")
+    pre = params.read(PretrainClipParams, "pretrain_clip")
     load = os.getloadavg()[0]
     started = time.perf_counter()
     pretrained = pretrain_clip(manifest, pre, settings.runtime, out / "clip")
     pretrain_seconds = time.perf_counter() - started
-    values = {**params, "clip_prompt": {**section(params, "clip_prompt"),
-                                        "model": {**section(params, "clip_prompt", "model"),
-                                                  "clip": str(out / "clip")}}}
-    method, config = method_settings(values, "clip_prompt")
+    method, config = method_settings(params.replaced("clip_prompt.model", {"clip": str(out / "clip")}), "clip_prompt")
     started = time.perf_counter()
     net, times = train(method, config, settings.runtime, read_split(manifest, "train"), out / "state", progress=False)
     prompt_seconds = time.perf_counter() - started
     model = method.export(net)
-    embed_dataset(model, manifest, out / "embeddings", EmbedParams(), progress=False)
+    embed_dataset(model, manifest, out / "embeddings", params.read(EmbedParams, "embed"), progress=False)
     document = evaluate_embeddings(read_embeddings(out / "embeddings", manifest), manifest,
-                                   EvaluateParams(generalised=False), out / "eval", None, model)
+                                   params.replaced("evaluate", {"generalised": False}).read(EvaluateParams, "evaluate"),
+                                   out / "eval", None, model)
     row = {label: round(float(document["zero_shot"][key]), 4) for label, key in COLUMNS.items()}
     return {**row, "pretrain_seconds": round(pretrain_seconds, 1), "prompt_seconds": round(prompt_seconds, 1),
             "total_seconds": round(pretrain_seconds + prompt_seconds, 1), "pretrain_steps": pretrained["steps"],
@@ -91,10 +99,10 @@ def run_variant(patch_tokens: dict[str, Any] | None, pretrain_overrides: dict[st
             "load_average_at_start": round(load, 2), "threads": settings.runtime.num_threads}
 
 
-def write(results: dict[str, Any], params: dict[str, Any]) -> None:
+def write(results: dict[str, Any], params: Params) -> None:
     atomic_write_json(RESULTS / f"{NAME}.json", results)
-    pre = section(params, "pretrain_clip", "train")
-    prompt = section(params, "clip_prompt", "train")
+    pre = params.section("pretrain_clip.train")
+    prompt = params.section("clip_prompt.train")
     lines = [f"# Small CLIP: pixel patches or pretrained CNN tokens ({Path(__file__).name})", "",
              "Each row pretrains the small CLIP of `params.yaml` (`pretrain_clip`) on the OpenMoji-ZS train split "
              "with the row's `patch_tokens`, learns the prompts with the committed `clip_prompt` section, then "
@@ -130,11 +138,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default train.runtime.num_threads); 1 when another job shares the cores")
     args = parser.parse_args()
-    params = load_params(args.params)
-    manifest = read_manifest(args.prepared or paths.prepared_dir(section(params, "evaluate")["dataset"]))
+    params = Params.load(args.params)
+    manifest = read_manifest(args.prepared or paths.prepared_dir(params.value("evaluate.dataset", str)))
     results_file = RESULTS / f"{NAME}.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     chosen = [n for n in VARIANTS if not args.only or any(n.startswith(prefix) for prefix in args.only)]
+    for name in chosen:  # every variant's settings checked before any work
+        variant_params(params, *VARIANTS[name], args.threads).read(PretrainClipParams, "pretrain_clip")
     for name in chosen:
         if name in results and not args.again:
             continue

@@ -27,18 +27,17 @@ import pandas as pd
 
 from models.checkpoint import load_model
 from models.data import read_split
-from models.embed import embed_dataset
-from models.engine import train
+from models.embed import EmbedParams, embed_dataset
+from models.engine import TrainSection, train
 from models.registry import create_baseline
 from sbir import paths
-from sbir.config import build, load_params, section
+from sbir.config import Params
 from sbir.embeddings import read_embeddings
 from sbir.env import apply_offline_defaults
 from sbir.logs import setup_logging
 from sbir.manifest import Manifest, read_manifest
-from models.embed import EmbedParams
 from stages.evaluate import EvaluateParams, evaluate_embeddings
-from stages.train import TrainSection, method_settings
+from stages.train import method_settings
 
 RESULTS = Path(__file__).parent / "results"
 METHOD = "dsn"
@@ -71,13 +70,14 @@ def main() -> None:
                         help="the zero-shot model (run `dvc repro train` first)")
     parser.add_argument("--seed", type=int, default=0, help="which half of each unseen category is seen")
     args = parser.parse_args()
-    all_params = load_params()
-    settings = build(TrainSection, section(all_params, "train"), "params.yaml: train")
+    all_params = Params.load()
+    settings = all_params.read(TrainSection, "train")
     method, config = method_settings(all_params, METHOD)
     manifest = read_manifest(paths.prepared_dir(settings.dataset))
     train_manifest, test_manifest = split_unseen(manifest, args.seed)
-    params = EvaluateParams(generalised=False, exclude_trained_categories=False)
-    embed_params = EmbedParams(workers=2)
+    params = all_params.replaced("evaluate", {"generalised": False, "exclude_trained_categories": False}).read(
+        EvaluateParams, "evaluate")
+    embed_params = all_params.replaced("embed", {"workers": 2}).read(EmbedParams, "embed")
 
     rows: dict[str, dict] = {}
     data = read_split(train_manifest, "train")
@@ -85,8 +85,8 @@ def main() -> None:
         started = time.perf_counter()
         net, times = train(method, config, settings.runtime, data, Path(state), progress=False)
         seen_seconds = time.perf_counter() - started - times.load
-    evaluated = {"baseline_hog": create_baseline("baseline_hog", section(all_params, "baseline_hog"),
-                                                 "params.yaml: baseline_hog"),
+    evaluated = {"baseline_hog": create_baseline("baseline_hog", all_params.section("baseline_hog"),
+                                                 f"{all_params.source}: baseline_hog"),
                  "zero_shot": load_model(args.checkpoint), "seen": method.export(net)}
     with tempfile.TemporaryDirectory() as out:
         for name, model in evaluated.items():
