@@ -21,7 +21,7 @@ import pandas as pd
 
 from models.data import read_split
 from models.engine import train
-from models.registry import create_baseline
+from models.registry import create_model
 from sbir import paths
 from sbir.config import build, load_params, section
 from sbir.embeddings import read_embeddings
@@ -108,7 +108,7 @@ def run_variant(kind: str, overrides: dict[str, Any], params: dict[str, Any], ma
                 styles: pd.DataFrame) -> dict[str, Any]:
     if kind != "dsn":
         started = time.perf_counter()
-        model = create_baseline(kind, {**section(params, kind), **overrides})
+        model = create_model(kind, {**section(params, kind), **overrides})
         return {**evaluate(model, manifest, out, styles), "seconds": round(time.perf_counter() - started, 1)}
     settings = build(TrainSection, section(params, "train"), "train")
     method, config = method_settings(params, "dsn")

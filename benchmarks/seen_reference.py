@@ -28,7 +28,7 @@ import pandas as pd
 from models.checkpoint import load_model
 from models.data import read_split
 from models.engine import train
-from models.registry import create_baseline
+from models.registry import create_model
 from sbir import paths
 from sbir.config import build, load_params, section
 from sbir.embeddings import read_embeddings
@@ -84,7 +84,7 @@ def main() -> None:
         started = time.perf_counter()
         net, times = train(method, config, settings.runtime, data, Path(state), progress=False)
         seen_seconds = time.perf_counter() - started - times.load
-    evaluated = {"baseline_hog": create_baseline("baseline_hog", section(all_params, "baseline_hog"),
+    evaluated = {"baseline_hog": create_model("baseline_hog", section(all_params, "baseline_hog"),
                                                  "params.yaml: baseline_hog"),
                  "zero_shot": load_model(args.checkpoint), "seen": method.export(net)}
     with tempfile.TemporaryDirectory() as out:

@@ -25,8 +25,8 @@ from typing import Any
 from models.backbones import BackboneError
 from models.checkpoint import save_baseline, save_method
 from models.engine import RuntimeConfig, TrainConfig
-from models.method import Method, get_method
-from models.registry import create_baseline, is_baseline
+from models.method import Method
+from models.registry import create_model, is_baseline, kind_of
 from sbir import paths
 from sbir.config import ConfigError, build, load_params, section
 from sbir.env import apply_offline_defaults
@@ -55,9 +55,10 @@ class MethodSection:
 
 def method_settings(params: dict[str, Any], name: str, source: str = "params.yaml") -> tuple[Method, TrainConfig]:
     """The method named ``name`` with its config, and its optimisation settings, from its params section."""
-    method_class = get_method(name)
+    if kind_of(name) != "method":  # an unknown name fails here, listing the available ones
+        raise ValueError(f"'{name}' is a baseline: it is built, not trained")
     values = build(MethodSection, section(params, name, source=source), f"{source}: {name}")
-    return method_class(build(method_class.config_class, values.model, f"{source}: {name}.model")), values.train
+    return create_model(name, values.model, f"{source}: {name}.model"), values.train
 
 
 class DVCLiveEpochs:
@@ -115,7 +116,7 @@ def train_method(name: str, params: dict[str, Any], *, source: str = "params.yam
 def build_baseline(name: str, params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
     """A baseline's model folder: nothing to learn, so its params (and random weights, if any) are the model."""
     values = section(params, name, source=source)
-    model = create_baseline(name, values, f"{source}: {name}")
+    model = create_model(name, values, f"{source}: {name}", "baseline")
     save_baseline(paths.checkpoint_dir(name), name, values, model)
     summary = {"model": name, "baseline": True, "embedding_dim": model.embedding_dim}
     atomic_write_json(paths.train_log_dir(name) / "summary.json", summary)

@@ -16,6 +16,11 @@ from PIL import Image
 from sbir.manifest import file_sha256, write_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# an open_clip CLIP small enough to build in a blink (untrained): 32 px, a 4 x 4 patch grid, 2 layers
+TINY_CLIP_ARCHITECTURE = {
+    "embed_dim": 16, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    "patch_tokens": None}
 
 
 def make_image_dataset(root: Path, categories: dict[str, str], per_category: int = 3, size: int = 48,

@@ -96,7 +96,7 @@ def test_committed_params_are_the_code_defaults() -> None:
     """One source of defaults: every section of params.yaml equals its dataclass's defaults, key for key."""
     from models.dsn import DSNConfig
     from models.engine import RuntimeConfig, TrainConfig
-    from models.registry import baseline_factory
+    from models.registry import lookup
     from stages.embed import EmbedParams
     from stages.evaluate import EvaluateParams
     from stages.index import IndexParams
@@ -126,7 +126,7 @@ def test_committed_params_are_the_code_defaults() -> None:
     assert set(params["clip_prompt"]["model"]) == {f.name for f in fields(ClipPromptConfig)}
     assert build(PretrainClipParams, params["pretrain_clip"], "pretrain_clip") == PretrainClipParams()
     for name in ("baseline_random", "baseline_imagenet", "baseline_hog"):
-        signature = inspect.signature(baseline_factory(name))
+        signature = inspect.signature(lookup(name, "baseline"))
         defaults = {key: p.default for key, p in signature.parameters.items()}
         assert params[name] == {key: defaults[key] for key in params[name]}
         assert set(params[name]) == set(defaults), f"params.yaml {name} lists every argument"

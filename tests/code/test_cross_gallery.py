@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from models.checkpoint import save_baseline
-from models.registry import create_baseline
+from models.registry import create_model
 from sbir import paths
 from sbir.datasets import create
 from sbir.embeddings import ROW_COLUMNS, Embeddings, read_embeddings
@@ -56,7 +56,7 @@ def project(tiny_openmoji: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "data/prepared/openmoji_zs").symlink_to(tiny_openmoji)
     monkeypatch.chdir(tmp_path)
     create("twemoji").prepare(paths.prepared_dir("twemoji"), progress=False)
-    save_baseline(paths.checkpoint_dir("baseline_hog"), "baseline_hog", {}, create_baseline("baseline_hog"))
+    save_baseline(paths.checkpoint_dir("baseline_hog"), "baseline_hog", {}, create_model("baseline_hog"))
     (tmp_path / "params.yaml").write_text("embed: {workers: 0}\nevaluate: {generalised: false, grid_queries: 2}\n")
     return tmp_path
 
