@@ -9,8 +9,9 @@ A model is one module under ``models/`` (at any depth) that registers itself und
     def hog_matcher(image_size: int = 64) -> RetrievalModel: ...
 
 Modules are found by themselves: the first lookup reads the source of every module of the ``models`` package as
-text and notes the names its decorator lines declare; a module is imported only when one of its names is asked
-for, so asking for ``dsn`` imports neither open_clip nor scikit-image, and no list of modules is kept anywhere.
+text and notes the names its decorator lines (at the start of a line) declare; a module is imported only when one
+of its names is asked for, so asking for ``dsn`` imports no other model's module (nor open_clip), and no list of
+modules is kept anywhere.
 ``create_model(name, params)`` builds any model from its params section (type-checked); an unknown name is a
 ``KeyError`` that lists the available ones.
 """
@@ -116,6 +117,7 @@ def kind_of(name: str) -> Kind:
 
 
 def is_baseline(name: str) -> bool:
+    """Whether ``name`` is a registered baseline (False for methods and unknown names)."""
     return name in available("baseline")
 
 
