@@ -4,6 +4,7 @@ imported only when one of their names is asked for; clear errors for unknown nam
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -84,7 +85,7 @@ def test_a_new_module_is_found_with_nothing_else_edited(tmp_path: Path) -> None:
             " 'imported': sorted(m for m in sys.modules if m in ('models.dsn', 'models.zse', 'models.baselines',"
             " 'models.clip.prompt', 'models.toy'))}))")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                            env={"PYTHONPATH": f"{tmp_path}:{REPO_ROOT}", "PATH": "/usr/bin:/bin"})
+                            env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"methods": ["clip_prompt", "dsn", "toy", "zse"], "width": 8, "name": "toy",
