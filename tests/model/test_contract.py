@@ -29,7 +29,7 @@ from sbir.config import load_params
 PARAMS = load_params(REPO_ROOT / "params.yaml")
 METHODS = available("method")
 MODELS = available()
-STEPS, LR = 8, 3e-3
+STEPS, LR = 5, 3e-3
 
 
 @dataclass
