@@ -21,7 +21,7 @@ import pandas as pd
 from models.data import read_split
 from models.embed import EmbedParams, embed_dataset
 from models.engine import TrainSection, train
-from models.registry import create_baseline
+from models.registry import create_model
 from sbir import paths
 from sbir.config import Params
 from sbir.embeddings import read_embeddings
@@ -109,7 +109,7 @@ def run_variant(kind: str, overrides: dict[str, Any], params: Params, manifest, 
                 styles: pd.DataFrame) -> dict[str, Any]:
     if kind != "dsn":
         started = time.perf_counter()
-        model = create_baseline(kind, {**params.section(kind), **overrides}, f"variant {kind}")
+        model = create_model(kind, {**params.section(kind), **overrides}, f"variant {kind}")
         return {**evaluate(model, manifest, out, styles, params), "seconds": round(time.perf_counter() - started, 1)}
     settings = params.read(TrainSection, "train")
     variant = params.replaced("dsn.model", overrides.get("model", {})).replaced("dsn.train", overrides.get("train", {}))

@@ -29,7 +29,7 @@ from models.checkpoint import load_model
 from models.data import read_split
 from models.embed import EmbedParams, embed_dataset
 from models.engine import TrainSection, train
-from models.registry import create_baseline
+from models.registry import create_model
 from sbir import paths
 from sbir.config import Params
 from sbir.embeddings import read_embeddings
@@ -85,7 +85,7 @@ def main() -> None:
         started = time.perf_counter()
         net, times = train(method, config, settings.runtime, data, Path(state), progress=False)
         seen_seconds = time.perf_counter() - started - times.load
-    evaluated = {"baseline_hog": create_baseline("baseline_hog", all_params.section("baseline_hog"),
+    evaluated = {"baseline_hog": create_model("baseline_hog", all_params.section("baseline_hog"),
                                                  f"{all_params.source}: baseline_hog"),
                  "zero_shot": load_model(args.checkpoint), "seen": method.export(net)}
     with tempfile.TemporaryDirectory() as out:

@@ -21,7 +21,7 @@ from skimage.filters import gaussian
 from torch import nn
 
 from models.backbones import create_backbone
-from models.imaging import EdgeMap
+from models.imaging import EdgeMap, add_statistics, standardise
 from models.interface import Preprocess, RetrievalModel, TorchRetrievalModel, check_domain
 from models.registry import register_baseline
 from sbir.ranking import l2_normalize
@@ -45,13 +45,12 @@ class FrozenFeatures(nn.Module):
         self.backbone = backbone
         self.edges = EdgeMap() if edges else None
         self.pool = {"avg": nn.AdaptiveAvgPool2d(1), "max": nn.AdaptiveMaxPool2d(1), "flatten": nn.Identity()}[pool]
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        add_statistics(self, mean, std, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.edges is not None:
             images = self.edges(images)
-        features = self.backbone((images - self.mean) / self.std)
+        features = self.backbone(standardise(images, self))
         return self.pool(features).flatten(1)
 
 

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from models.interface import Preprocess, RetrievalModel, TorchRetrievalModel
-from models.method import Method, available_methods, get_method
-from models.registry import available_baselines, create_baseline, is_baseline
+from models.method import Method
+from models.registry import available, create_model
 from sbir import paths
-from sbir.config import ConfigError, build
+from sbir.config import ConfigError
 from sbir.io import atomic_write_bytes, atomic_write_json
 from sbir.errors import ModelError
 
@@ -91,9 +91,9 @@ def read_config(folder: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint schema version {version!r} is not supported (supported: "
                               f"{list(SUPPORTED_SCHEMAS)}); re-train, or load it with the version that wrote it")
     name, kind = document.get("method"), document.get("kind")
-    known = available_methods() if kind == "method" else available_baselines() if kind == "baseline" else None
-    if known is None:
+    if kind not in ("method", "baseline"):
         raise CheckpointError(f"{path}: kind {kind!r} is not 'method' or 'baseline'")
+    known = available(kind)
     if name not in known:
         raise CheckpointError(f"{path}: unknown {kind} {name!r}; supported: {known}")
     return document
@@ -114,12 +114,10 @@ def load_network(folder: str | Path) -> tuple[Method, nn.Module, dict[str, Any]]
     document = read_config(folder)
     if document["kind"] != "method":
         raise CheckpointError(f"{folder}: holds the baseline '{document['method']}', not a trained network")
-    method_class = get_method(document["method"])
     try:
-        config = build(method_class.config_class, document["config"], f"{folder / CONFIG_FILE}: config")
+        method = create_model(document["method"], document["config"], f"{folder / CONFIG_FILE}: config", "method")
     except ConfigError as error:
         raise CheckpointError(str(error)) from error
-    method = method_class(config)
     net = method.build(document["num_classes"], load_pretrained=False)
     net.load_state_dict(_load_weights(folder))
     return method, net.eval(), document
@@ -133,7 +131,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Retrie
         method, net, _ = load_network(folder)
         model = method.export(net, device)
     else:
-        model = create_baseline(document["method"], document["config"], f"{folder / CONFIG_FILE}: config")
+        model = create_model(document["method"], document["config"], f"{folder / CONFIG_FILE}: config", "baseline")
         if isinstance(model, TorchRetrievalModel):
             model.load_state_dict(_load_weights(folder))
     model.name = folder.name
@@ -145,5 +143,5 @@ def declared_preprocess(folder: str | Path) -> dict[str, Preprocess]:
     return {domain: Preprocess.from_dict(values) for domain, values in read_config(folder)["preprocess"].items()}
 
 
-__all__ = ["CheckpointError", "SCHEMA_VERSION", "declared_preprocess", "is_baseline", "load_model", "load_network",
-           "read_config", "save_baseline", "save_method"]
+__all__ = ["CheckpointError", "SCHEMA_VERSION", "declared_preprocess", "load_model", "load_network", "read_config",
+           "save_baseline", "save_method"]

@@ -19,7 +19,7 @@ pretrained teacher weights (unavailable offline); with a local pretrained backbo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -27,14 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.backbones import create_backbone
-from models.data import style_jitter
-from models.imaging import EdgeMap
-from models.interface import Preprocess, RetrievalModel
+from models.imaging import EdgeMap, add_statistics, standardise
+from models.interface import TorchRetrievalModel
 from models.losses import SketchMemoryBank, cross_modal_infonce, supervised_contrastive
-from models.method import Batch, Method, register_method
+from models.method import Batch, Method, two_speed_groups, weighted_total
+from models.registry import register_method
 from sbir.config import Count, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
-
-METHOD = "dsn"
 
 
 @dataclass
@@ -95,8 +93,7 @@ class DSNNet(nn.Module):
         self.classifier = nn.Linear(config.embedding_dim, num_classes, bias=False)
         self.memory = SketchMemoryBank(num_classes, config.memory_size, config.embedding_dim)
         self.edges = EdgeMap()
-        self.register_buffer("mean", torch.tensor(backbone.preprocess.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(backbone.preprocess.std).view(1, 3, 1, 1))
+        add_statistics(self, backbone.preprocess.mean, backbone.preprocess.std)
 
     def edge_map(self, images: torch.Tensor) -> torch.Tensor:
         """Dark lines on white where the grey level changes (Sobel magnitude), as 3 channels in [0, 1]."""
@@ -105,7 +102,7 @@ class DSNNet(nn.Module):
     def _input(self, images: torch.Tensor, domain: str) -> torch.Tensor:
         if domain == "photo" and self.config.photo_edges:
             images = self.edge_map(images)
-        return (images - self.mean) / self.std
+        return standardise(images, self)
 
     def embed(self, images: torch.Tensor, domain: str) -> torch.Tensor:
         """Images in [0, 1], (B, 3, S, S) → unit embeddings (B, embedding_dim)."""
@@ -136,57 +133,17 @@ def dsn_losses(net: DSNNet, out: dict[str, torch.Tensor], sketch_labels: torch.T
         "instance": cross_modal_infonce(out["sketch"].float(), out["photo"].float(), same_instance,
                                         config.temperature),
     }
-    weights = config.loss_weights
-    unknown = set(weights) - set(terms)
-    if unknown:
-        raise ValueError(f"unknown loss weight(s) {sorted(unknown)}; terms: {sorted(terms)}")
-    terms["total"] = sum(weights.get(name, 0.0) * value for name, value in terms.items())
-    return terms
+    return weighted_total(terms, config.loss_weights)
 
 
-class _DomainEncoder(nn.Module):
-    """One domain's encoder over the shared network (what gets exported and served)."""
-
-    def __init__(self, net: DSNNet, domain: str) -> None:
-        super().__init__()
-        self.net = net
-        self.domain = domain
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net.embed(images, self.domain)
-
-
-@register_method
+@register_method("dsn")
 class DSN(Method):
-    """The DSN-style method behind the method contract."""
+    """The DSN-style method behind the method contract: the base builds ``DSNNet`` from the config, feeds it
+    [0, 1] pixels (it standardises, and edge-maps photos, itself), augments with style jitter and exports one
+    encoder per domain."""
 
-    name = METHOD
     config_class = DSNConfig
-
-    def build(self, num_classes: int, load_pretrained: bool = True) -> DSNNet:
-        config = self.config if load_pretrained else replace(self.config, pretrained=None)
-        net = DSNNet(config, num_classes)
-        net.config = self.config  # the weights may come from elsewhere; the config says where they started
-        return net
-
-    def preprocess(self) -> dict[str, Preprocess]:
-        # inputs scaled to [0, 1]; the network standardises (and edge-maps photos) itself
-        plain = Preprocess(image_size=self.config.image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-        return {"sketch": replace(plain, ink=self.config.sketch_ink), "photo": plain}
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.config.embedding_dim
-
-    def augment(self, sketches: torch.Tensor, photos: torch.Tensor,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        sketches, photos = super().augment(sketches, photos, generator)
-        if self.config.style_augment > 0:
-            sketches = style_jitter(sketches, generator, self.config.style_augment)
-        return sketches, photos
-
-    def forward(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        return model(batch.sketches, batch.photos)
+    network = DSNNet
 
     def losses(self, net: nn.Module, outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         return dsn_losses(net, outputs, batch.sketch_labels, batch.photo_labels, batch.same_instance)
@@ -199,20 +156,12 @@ class DSN(Method):
         """One group at ``lr``, or the backbone at ``lr · backbone_lr_factor`` and the rest at ``lr``."""
         if self.config.backbone_lr_factor == 1.0:
             return super().param_groups(net, lr)
-        backbone = {id(p) for p in net.backbone.parameters()}
-        return [{"params": [p for p in net.backbone.parameters() if p.requires_grad],
-                 "lr": lr * self.config.backbone_lr_factor},
-                {"params": [p for p in net.parameters() if id(p) not in backbone and p.requires_grad], "lr": lr}]
+        return two_speed_groups(net, net.backbone, lr, self.config.backbone_lr_factor)
 
-    def encoders(self, net: nn.Module) -> tuple[nn.Module, nn.Module]:
-        return _DomainEncoder(net, "sketch"), _DomainEncoder(net, "photo")
-
-    def export(self, net: nn.Module, device: str | torch.device = "cpu") -> RetrievalModel:
+    def exported_class(self) -> type[TorchRetrievalModel] | None:
         """With a spatial feature map (a cut backbone, or ``pool: flatten``) the model can explain its matches."""
         if self.config.feature_level is None and self.config.pool != "flatten":
-            return super().export(net, device)
+            return None
         from models.dsn_explain import ExplainableDSN
 
-        sketch, photo = self.encoders(net)
-        return ExplainableDSN(net, sketch, photo, self.preprocess(), self.embedding_dim, name=self.name,
-                              device=device)
+        return ExplainableDSN

@@ -20,7 +20,7 @@ patches its tokens match (``PatchSynthesizer``): ``models.zse_explain``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,14 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.backbones import create_backbone
-from models.data import style_jitter
-from models.imaging import EdgeMap
-from models.interface import Preprocess, RetrievalModel
+from models.imaging import EdgeMap, add_statistics, standardise
+from models.interface import TorchRetrievalModel
 from models.losses import cross_modal_infonce
-from models.method import Batch, Method, register_method
+from models.method import Batch, Method, two_speed_groups, weighted_total
+from models.registry import register_method
 from sbir.config import Count, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
-
-METHOD = "zse"
 
 
 @dataclass
@@ -164,8 +162,7 @@ class ZSENet(nn.Module):
         self.cross = CrossAttention(width, config.heads, config.mlp_ratio)
         self.relation = RelationNetwork(width, config.relation_top_k, config.relation_hidden)
         self.edges = EdgeMap()
-        self.register_buffer("mean", torch.tensor(self.tokenizer.preprocess.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(self.tokenizer.preprocess.std).view(1, 3, 1, 1))
+        add_statistics(self, self.tokenizer.preprocess.mean, self.tokenizer.preprocess.std)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -179,7 +176,7 @@ class ZSENet(nn.Module):
         """Images in [0, 1] → encoded tokens (B, 2 + L, width): [cls], [ret], then the patches row by row."""
         if domain == "photo" and self.config.photo_edges:
             images = self.edges(images)
-        patches = self.tokenizer((images - self.mean) / self.std)
+        patches = self.tokenizer(standardise(images, self))
         batch = patches.shape[0]
         domain_embedding = self.domain[0 if domain == "sketch" else 1]
         if self.encoder is None:  # a ViT: its own [cls] (with position) first, then [ret], then its blocks
@@ -241,70 +238,26 @@ def zse_losses(net: ZSENet, out: dict[str, torch.Tensor], batch: Batch) -> dict[
         "classification": F.cross_entropy(out["logits"].float(), torch.cat([batch.sketch_labels, batch.photo_labels])),
         "relation": F.mse_loss(out["relation"].float(), torch.cat([positive, mismatched])),
     }
-    unknown = set(config.loss_weights) - set(terms)
-    if unknown:
-        raise ValueError(f"unknown loss weight(s) {sorted(unknown)}; terms: {sorted(terms)}")
-    terms["total"] = sum(config.loss_weights.get(name, 0.0) * value for name, value in terms.items())
-    return terms
+    return weighted_total(terms, config.loss_weights)
 
 
-class _DomainEncoder(nn.Module):
-    def __init__(self, net: ZSENet, domain: str) -> None:
-        super().__init__()
-        self.net, self.domain = net, domain
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net.embed(images, self.domain)
-
-
-@register_method
+@register_method("zse")
 class ZSE(Method):
-    """ZSE-SBIR behind the method contract."""
+    """ZSE-SBIR behind the method contract: the base builds ``ZSENet`` from the config, feeds it [0, 1] pixels,
+    augments with style jitter and exports one encoder per domain (its ``[ret]`` embedding)."""
 
-    name = METHOD
     config_class = ZSEConfig
-
-    def build(self, num_classes: int, load_pretrained: bool = True) -> ZSENet:
-        config = self.config if load_pretrained else replace(self.config, pretrained=None)
-        net = ZSENet(config, num_classes)
-        net.config = self.config
-        return net
-
-    def preprocess(self) -> dict[str, Preprocess]:
-        plain = Preprocess(image_size=self.config.image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-        return {"sketch": replace(plain, ink=self.config.sketch_ink), "photo": plain}
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.config.embedding_dim
-
-    def augment(self, sketches: torch.Tensor, photos: torch.Tensor,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        sketches, photos = super().augment(sketches, photos, generator)
-        if self.config.style_augment > 0:
-            sketches = style_jitter(sketches, generator, self.config.style_augment)
-        return sketches, photos
-
-    def forward(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        return model(batch.sketches, batch.photos)
+    network = ZSENet
 
     def losses(self, net: nn.Module, outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         return zse_losses(net, outputs, batch)
 
     def param_groups(self, net: nn.Module, lr: float) -> list[dict[str, Any]]:
         """The pretrained tokenizer at ``lr · tokenizer_lr_factor`` (a ViT's blocks too), the rest at ``lr``."""
-        slow = {id(p) for p in net.tokenizer.net.parameters()}
-        return [{"params": [p for p in net.tokenizer.net.parameters() if p.requires_grad],
-                 "lr": lr * self.config.tokenizer_lr_factor},
-                {"params": [p for p in net.parameters() if id(p) not in slow and p.requires_grad], "lr": lr}]
+        return two_speed_groups(net, net.tokenizer.net, lr, self.config.tokenizer_lr_factor)
 
-    def encoders(self, net: nn.Module) -> tuple[nn.Module, nn.Module]:
-        return _DomainEncoder(net, "sketch"), _DomainEncoder(net, "photo")
-
-    def export(self, net: nn.Module, device: str | torch.device = "cpu") -> RetrievalModel:
+    def exported_class(self) -> type[TorchRetrievalModel]:
         """Encoders plus the relation network's capabilities: re-scoring, explanations, synthesis."""
         from models.zse_explain import ExplainableZSE
 
-        sketch, photo = self.encoders(net)
-        return ExplainableZSE(net, sketch, photo, self.preprocess(), self.embedding_dim, name=self.name,
-                              device=device)
+        return ExplainableZSE

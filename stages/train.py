@@ -23,10 +23,10 @@ from typing import Any
 
 from models.checkpoint import save_baseline, save_method
 from models.engine import TrainConfig, TrainSection
-from models.method import Method, get_method
-from models.registry import create_baseline, is_baseline
+from models.method import Method
+from models.registry import create_model, is_baseline, kind_of
 from sbir import paths
-from sbir.config import Params, build
+from sbir.config import ConfigError, Params
 from sbir.io import atomic_write_json
 from sbir.manifest import read_manifest
 from sbir.stage import run_stage, stage_parser
@@ -44,9 +44,10 @@ class MethodSection:
 
 def method_settings(params: Params, name: str) -> tuple[Method, TrainConfig]:
     """The method named ``name`` with its config, and its optimisation settings, from its params section."""
-    method_class = get_method(name)
+    if kind_of(name) != "method":  # an unknown name fails here, listing the available ones
+        raise ConfigError(f"'{name}' is a baseline: it is built, not trained")
     values = params.read(MethodSection, name)
-    return method_class(build(method_class.config_class, values.model, f"{params.source}: {name}.model")), values.train
+    return create_model(name, values.model, f"{params.source}: {name}.model"), values.train
 
 
 class DVCLiveEpochs:
@@ -104,7 +105,7 @@ def train_method(name: str, params: Params, *, progress: bool = True, stop_after
 def build_baseline(name: str, params: Params) -> dict[str, Any]:
     """A baseline's model folder: nothing to learn, so its params (and random weights, if any) are the model."""
     values = params.section(name)
-    model = create_baseline(name, values, f"{params.source}: {name}")
+    model = create_model(name, values, f"{params.source}: {name}", "baseline")
     save_baseline(paths.checkpoint_dir(name), name, values, model)
     summary = {"model": name, "baseline": True, "embedding_dim": model.embedding_dim}
     atomic_write_json(paths.train_log_dir(name) / "summary.json", summary)

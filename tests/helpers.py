@@ -36,6 +36,85 @@ def config(target: Any, key: str, **changes: Any) -> Any:
     """The typed section ``key`` of the repository's params.yaml built into ``target``, with ``changes``: every
     value checked as a stage would check it."""
     return PARAMS.replaced(key, changes).read(target, key) if changes else PARAMS.read(target, key)
+# an open_clip CLIP small enough to build in a blink (untrained): 32 px, a 4 x 4 patch grid, 2 layers
+TINY_CLIP_ARCHITECTURE = {
+    "embed_dim": 16, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    "patch_tokens": None}
+# each model's params.yaml section sized down (key → values updated into it): every model trains in seconds
+SMALL_MODELS: dict[str, dict[str, dict]] = {
+    "dsn": {"train": {"epochs": 1, "batch_size": 8},
+            "model": {"image_size": 32, "embedding_dim": 32, "projection_dim": 16, "memory_size": 4}},
+    "zse": {"train": {"epochs": 1, "batch_size": 8},
+            "model": {"image_size": 32, "width": 32, "depth": 1, "heads": 2, "embedding_dim": 16,
+                      "relation_hidden": 8}},
+    "clip_prompt": {"train": {"epochs": 1, "batch_size": 8, "sketches_per_category": 2},
+                    "model": {"prompts": 1, "shuffle_pairs": 2}},
+}
+# A fourth method as a user would add it: this one module under models/, the params.yaml section TOY_PARAMS and
+# one line of dvc.yaml's models list (TOY_DVC_ENTRY); nothing else is edited.
+TOY_METHOD = '''"""A toy method: a small conv net shared by both domains, one linear head each, trained with
+classification of the seen categories and a cross-modal InfoNCE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.losses import cross_modal_infonce
+from models.method import Batch, Method, weighted_total
+from models.registry import register_method
+from sbir.config import NonNegativeFloat, PositiveFloat, PositiveInt
+
+
+@dataclass
+class ToyConfig:
+    """params.yaml toy.model: types and checks here, values there."""
+
+    image_size: PositiveInt
+    width: PositiveInt
+    embedding_dim: PositiveInt
+    temperature: PositiveFloat
+    loss_weights: dict[str, NonNegativeFloat]
+
+
+class ToyNet(nn.Module):
+    def __init__(self, config: ToyConfig, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, config.width, 3, stride=2, padding=1), nn.ReLU(),
+                                      nn.Conv2d(config.width, config.width, 3, stride=2, padding=1), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.heads = nn.ModuleDict({domain: nn.Linear(config.width, config.embedding_dim)
+                                    for domain in ("sketch", "photo")})
+        self.classifier = nn.Linear(config.embedding_dim, num_classes)
+
+    def embed(self, images: torch.Tensor, domain: str) -> torch.Tensor:
+        return F.normalize(self.heads[domain](self.features(images)), dim=1)
+
+    def forward(self, sketches: torch.Tensor, photos: torch.Tensor) -> dict[str, torch.Tensor]:
+        sketch, photo = self.embed(sketches, "sketch"), self.embed(photos, "photo")
+        return {"sketch": sketch, "photo": photo, "logits": self.classifier(torch.cat([sketch, photo]))}
+
+
+@register_method("toy")
+class Toy(Method):
+    config_class = ToyConfig
+    network = ToyNet
+
+    def losses(self, net: nn.Module, outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        labels = torch.cat([batch.sketch_labels, batch.photo_labels])
+        terms = {"classification": F.cross_entropy(outputs["logits"], labels),
+                 "instance": cross_modal_infonce(outputs["sketch"], outputs["photo"], batch.same_instance,
+                                                 self.config.temperature)}
+        return weighted_total(terms, self.config.loss_weights)
+'''
+TOY_PARAMS = {"train": {**PARAMS.section("dsn.train"), "epochs": 1, "batch_size": 8},
+              "model": {"image_size": 32, "width": 16, "embedding_dim": 16, "temperature": 0.1,
+                        "loss_weights": {"classification": 1.0, "instance": 1.0}}}
+TOY_DVC_ENTRY = {"code": "models/toy.py", "needs": "models/toy.py"}
 
 
 def make_image_dataset(root: Path, categories: dict[str, str], per_category: int = 3, size: int = 48,
@@ -90,17 +169,14 @@ def make_pipeline_project(root: Path) -> Path:
     params["prepare"]["openmoji_zs"].update(max_items_per_category=2, sketches_per_item=2, image_size=64)
     params["validate"]["min_images_per_category"] = {"train": 1, "test_seen": 1, "test_unseen": 2}
     params["train"]["runtime"].update(num_threads=1)
-    params["dsn"]["train"].update(epochs=1, batch_size=8)
-    params["dsn"]["model"].update(image_size=32, embedding_dim=32, projection_dim=16, memory_size=4)
-    params["zse"]["train"].update(epochs=1, batch_size=8)
+    for name, sections in SMALL_MODELS.items():
+        for key, values in sections.items():
+            params[name][key].update(values)
     clip = params["pretrain_clip"]
     clip["architecture"].update(embed_dim=16, vision_cfg={**clip["architecture"]["vision_cfg"], "image_size": 32,
                                                          "width": 32, "layers": 1, "head_width": 16},
                                 text_cfg={**clip["architecture"]["text_cfg"], "width": 32, "heads": 2, "layers": 1})
     clip["train"].update(epochs=1, batch_size=16)
-    params["clip_prompt"]["train"].update(epochs=1, batch_size=8, sketches_per_category=2)
-    params["clip_prompt"]["model"].update(prompts=1, shuffle_pairs=2)
-    params["zse"]["model"].update(image_size=32, width=32, depth=1, heads=2, embedding_dim=16, relation_hidden=8)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_command(["git", "init", "-q"], root)
     run_command(["dvc", "init", "-q"], root)

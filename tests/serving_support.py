@@ -29,7 +29,7 @@ def make_bundle(root: Path, photos: Path, model: str = "baseline_hog", kind: str
     """(BENTOML_HOME, bundle dir): ``model`` (a baseline, no training needed) registered as champion, and the
     photos under ``photos`` (category = parent folder) indexed with it."""
     from models.checkpoint import save_baseline
-    from models.registry import create_baseline
+    from models.registry import create_model
     from stages.index import IndexParams, build_bundle
     from stages.model_store import Registry
 
@@ -49,7 +49,7 @@ def make_bundle(root: Path, photos: Path, model: str = "baseline_hog", kind: str
                                relation_hidden=8))
         save_method(folder, method, method.build(4, load_pretrained=False).eval(), {"train_categories": list("abcd")})
     else:
-        save_baseline(folder, model, params_section(model), create_baseline(model, params_section(model)))
+        save_baseline(folder, model, params_section(model), create_model(model, params_section(model)))
     registry = Registry(home)
     registry.register(folder, method=model, dataset="openmoji_zs", protocol=PROTOCOL, score=0.5,
                       metrics={}, params={}, git="test")

@@ -34,11 +34,11 @@ from models.backbones import OPENAI_MEAN, OPENAI_STD, BackboneError
 from models.clip.losses import (category_triplet, draw_permutations, instance_triplet, patch_shuffle,
                                 relative_distance_regulariser, shuffle_triplet)
 from models.clip.tower import architecture_of, build_visual, category_phrase, image_size_of, load_clip, text_features
-from models.interface import DOMAINS, Preprocess, RetrievalModel
-from models.method import Batch, Method, register_method
+from models.interface import DOMAINS, Preprocess, TorchRetrievalModel
+from models.method import Batch, Method, weighted_total
+from models.registry import register_method
 from sbir.config import Count, NonNegativeFloat, PositiveFloat, PositiveInt
 
-METHOD = "clip_prompt"
 LOSS_TERMS = ("triplet", "instance", "classification", "shuffle", "relative")
 
 
@@ -158,30 +158,14 @@ def clip_prompt_losses(net: PromptedClip, out: dict[str, torch.Tensor], batch: B
                                    out["photo_other"].float(), same.diagonal()[:shuffled], config.shuffle_margin),
         "relative": relative_distance_regulariser(s, p, same, ls, lp, config.relative_temperature),
     }
-    unknown = set(config.loss_weights) - set(terms)
-    if unknown:
-        raise ValueError(f"unknown loss weight(s) {sorted(unknown)}; terms: {sorted(terms)}")
-    terms["total"] = sum(config.loss_weights.get(name, 0.0) * value for name, value in terms.items())
-    return terms
+    return weighted_total(terms, config.loss_weights)
 
 
-class _DomainEncoder(nn.Module):
-    """One domain's encoder: the shared tower with that domain's prompts."""
-
-    def __init__(self, net: PromptedClip, domain: str) -> None:
-        super().__init__()
-        self.net = net
-        self.domain = domain
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net.embed(images, self.domain)
-
-
-@register_method
+@register_method("clip_prompt")
 class ClipPrompt(Method):
-    """CLIP prompt learning behind the method contract."""
+    """CLIP prompt learning behind the method contract; each exported domain encoder runs the shared tower with
+    that domain's prompts."""
 
-    name = METHOD
     config_class = ClipPromptConfig
 
     def __init__(self, config: ClipPromptConfig) -> None:
@@ -199,7 +183,7 @@ class ClipPrompt(Method):
         if not load_pretrained:  # a checkpoint's weights (frozen tower and text buffer included) replace these
             return PromptedClip(build_visual(self.architecture()), self.config, num_classes)
         if self.categories is None or len(self.categories) != num_classes:
-            raise ValueError(f"{METHOD} needs the names of the {num_classes} seen categories before build "
+            raise ValueError(f"{self.name} needs the names of the {num_classes} seen categories before build "
                              "(Method.use_categories; the engine passes them)")
         model, architecture, tokenizer = load_clip(self.config.clip, self.config.pretrained)
         if self.config.architecture is not None and self.config.architecture != architecture:
@@ -245,12 +229,8 @@ class ClipPrompt(Method):
         return [{"params": list(net.prompts.parameters()), "lr": lr},
                 {"params": norms, "lr": lr * self.config.layernorm_lr_factor}]
 
-    def encoders(self, net: nn.Module) -> tuple[nn.Module, nn.Module]:
-        return _DomainEncoder(net, "sketch"), _DomainEncoder(net, "photo")
-
-    def export(self, net: nn.Module, device: str | torch.device = "cpu") -> RetrievalModel:
+    def exported_class(self) -> type[TorchRetrievalModel]:
+        """The encoders with explanations of their matches."""
         from models.clip.explain import ExplainableClipPrompt
 
-        sketch, photo = self.encoders(net)
-        return ExplainableClipPrompt(net, sketch, photo, self.preprocess(), self.embedding_dim, name=self.name,
-                                     device=device)
+        return ExplainableClipPrompt

@@ -127,7 +127,7 @@ def _config_classes() -> dict[str, object]:
     from models.clip.prompt import ClipPromptConfig
     from models.dsn import DSNConfig
     from models.engine import TrainConfig, TrainSection
-    from models.registry import baseline_factory
+    from models.registry import lookup
     from models.zse import ZSEConfig
     from sbir.datasets.base import _REGISTRY as DATASETS
     from models.embed import EmbedParams
@@ -147,7 +147,7 @@ def _config_classes() -> dict[str, object]:
     for method in ("dsn", "zse", "clip_prompt"):
         classes[f"{method}.train"] = TrainConfig
     for name in ("baseline_random", "baseline_imagenet", "baseline_hog"):
-        classes[name] = baseline_factory(name)
+        classes[name] = lookup(name, "baseline")
     return classes
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from models.checkpoint import save_baseline
-from models.registry import create_baseline
+from models.registry import create_model
 from sbir import paths
 from sbir.datasets import create
 from sbir.embeddings import ROW_COLUMNS, Embeddings, applicable_galleries, read_embeddings
@@ -58,7 +58,7 @@ def project(tiny_openmoji: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     create("twemoji", **params_section("prepare.twemoji")).prepare(paths.prepared_dir("twemoji"), progress=False)
     hog = params_section("baseline_hog")
-    save_baseline(paths.checkpoint_dir("baseline_hog"), "baseline_hog", hog, create_baseline("baseline_hog", hog))
+    save_baseline(paths.checkpoint_dir("baseline_hog"), "baseline_hog", hog, create_model("baseline_hog", hog))
     write_params(tmp_path / "params.yaml", {"embed": {"workers": 0}, "evaluate": {"generalised": False, "grid_queries": 2}})
     return tmp_path
 

@@ -15,7 +15,7 @@ import torch
 from models.data import load_image
 from models.embed import embed_dataset
 from models.interface import Preprocess, RetrievalModel
-from models.registry import create_baseline
+from models.registry import create_model
 from sbir.categories import normalize_category
 from sbir.embeddings import has_embeddings, read_embeddings
 from sbir.manifest import read_manifest
@@ -112,8 +112,8 @@ def test_oracle_scores_perfect_category_metrics_and_outputs_are_written(manifest
 
 def test_hog_beats_random_on_openmoji(manifest, tmp_path: Path) -> None:
     params = config(EvaluateParams, "evaluate", generalised=False, grid_queries=2)
-    hog = _evaluate(create_baseline("baseline_hog", params_section("baseline_hog")), manifest, params, tmp_path / "h")
-    rnd = _evaluate(create_baseline("baseline_random", params_section("baseline_random")), manifest, params, tmp_path / "r")
+    hog = _evaluate(create_model("baseline_hog", params_section("baseline_hog")), manifest, params, tmp_path / "h")
+    rnd = _evaluate(create_model("baseline_random", params_section("baseline_random")), manifest, params, tmp_path / "r")
     assert hog["zero_shot"]["map_all/sklearn/query"] > rnd["zero_shot"]["map_all/sklearn/query"]
     assert hog["zero_shot"]["fg/acc@1/gallery"] > rnd["zero_shot"]["fg/acc@1/gallery"]
 
@@ -150,7 +150,7 @@ def test_cli_rejects_bad_params_with_exit_code_2(manifest, tmp_path: Path, monke
 def test_cross_dataset_excludes_and_reports_trained_categories(manifest, tmp_path: Path) -> None:
     unseen = sorted(manifest.select(split="test_unseen")["category"].unique())
     trained = {"dataset": "other", "train_categories": [unseen[0].upper().replace("-", " "), "zebra"]}
-    hog = create_baseline("baseline_hog", params_section("baseline_hog"))
+    hog = create_model("baseline_hog", params_section("baseline_hog"))
     document = _evaluate(hog, manifest, config(EvaluateParams, "evaluate", generalised=False), tmp_path, trained)
     assert document["cross_dataset"] == {"trained_on": "other",
                                          "trained_categories_in_test": [normalize_category(unseen[0])],
@@ -169,7 +169,7 @@ def test_style_shift_report_from_restyled_sketches(manifest, tmp_path: Path) -> 
     dataset = create("openmoji_zs", **params_section("prepare.openmoji_zs", max_items_per_category=2, sketches_per_item=2, image_size=64, workers=1))
     styles = dataset.restyle(manifest, tmp_path / "styles", ("in_style", "thick_marker"), progress=False)
     assert len(styles) == 2 * len(manifest.select(split="test_unseen", domain="sketch"))
-    hog = create_baseline("baseline_hog", params_section("baseline_hog"))
+    hog = create_model("baseline_hog", params_section("baseline_hog"))
     embed_dataset(hog, manifest, tmp_path / "embeddings", config(EmbedParams, "embed", workers=0), progress=False, styles=styles,
                   styles_root=tmp_path / "styles")
     stored = read_embeddings(tmp_path / "embeddings", manifest)

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from models.backbones import BackboneError, create_backbone
 from models.interface import Preprocess
 from models.checkpoint import CheckpointError, load_model, save_baseline
-from models.registry import available_baselines, create_baseline
+from models.registry import available, create_model
 from sbir.config import ConfigError
 from sbir.ranking import l2_normalize
 from helpers import params_section
@@ -29,7 +29,7 @@ def _drawing(shape: str, size: int = 96, mode: str = "RGB") -> Image.Image:
 
 @pytest.mark.parametrize("name", ["baseline_random", "baseline_hog"])
 def test_baselines_give_unit_embeddings_of_one_dimension(name: str) -> None:
-    model = create_baseline(name, params_section(name))
+    model = create_model(name, params_section(name))
     images = [_drawing("circle"), _drawing("cross"), _drawing("circle", 50, "L")]
     sketches, photos = model.encode_sketches(images), model.encode_photos(images)
     assert sketches.shape == photos.shape == (3, model.embedding_dim)
@@ -41,7 +41,7 @@ def test_baselines_give_unit_embeddings_of_one_dimension(name: str) -> None:
 
 
 def test_hog_matches_a_sketch_to_the_photo_of_the_same_shape() -> None:
-    model = create_baseline("baseline_hog", params_section("baseline_hog"))
+    model = create_model("baseline_hog", params_section("baseline_hog"))
     photos = [_drawing("circle"), _drawing("cross")]
     # a filled colour disc and a cross photo; sketches are the outlines
     filled = Image.new("RGB", (96, 96), "white")
@@ -53,9 +53,9 @@ def test_hog_matches_a_sketch_to_the_photo_of_the_same_shape() -> None:
 
 def test_random_baseline_is_seeded() -> None:
     image = [_drawing("circle")]
-    first = create_baseline("baseline_random", params_section("baseline_random", seed=3)).encode_photos(image)
-    again = create_baseline("baseline_random", params_section("baseline_random", seed=3)).encode_photos(image)
-    other = create_baseline("baseline_random", params_section("baseline_random", seed=4)).encode_photos(image)
+    first = create_model("baseline_random", params_section("baseline_random", seed=3)).encode_photos(image)
+    again = create_model("baseline_random", params_section("baseline_random", seed=3)).encode_photos(image)
+    other = create_model("baseline_random", params_section("baseline_random", seed=4)).encode_photos(image)
     assert np.array_equal(first, again) and not np.allclose(first, other)
 
 
@@ -100,15 +100,15 @@ def test_backbone_errors_say_what_to_do(tmp_path: Path) -> None:
 
 
 def test_registry_and_model_folder_errors(tmp_path: Path) -> None:
-    assert {"baseline_random", "baseline_hog"} <= set(available_baselines())
-    with pytest.raises(KeyError, match="unknown baseline"):
-        create_baseline("nope")
+    assert {"baseline_random", "baseline_hog"} <= set(available("baseline"))
+    with pytest.raises(KeyError, match="unknown baseline 'nope'.*baseline_hog"):
+        create_model("nope", kind="baseline")
     with pytest.raises(ConfigError, match=r"baseline_hog.image_size: expected int, got 'big'"):
-        create_baseline("baseline_hog", params_section("baseline_hog", image_size="big"))
+        create_model("baseline_hog", params_section("baseline_hog", image_size="big"))
     with pytest.raises(CheckpointError, match="not a model folder"):
         load_model(tmp_path / "nonexistent")
     folder = save_baseline(tmp_path / "hog", "baseline_hog", params_section("baseline_hog", image_size=48),
-                           create_baseline("baseline_hog", params_section("baseline_hog", image_size=48)))
+                           create_model("baseline_hog", params_section("baseline_hog", image_size=48)))
     config = (folder / "config.json").read_text()
     (folder / "config.json").write_text(config.replace('"schema_version": 1', '"schema_version": 7'))
     with pytest.raises(CheckpointError, match="schema version 7 is not supported.*\\[1\\]"):
@@ -120,7 +120,7 @@ def test_registry_and_model_folder_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["baseline_random", "baseline_hog"])
 def test_baseline_folders_load_to_the_same_model(name: str, tmp_path: Path) -> None:
-    model = create_baseline(name, params_section(name, image_size=48))
+    model = create_model(name, params_section(name, image_size=48))
     loaded = load_model(save_baseline(tmp_path / name, name, params_section(name, image_size=48), model))
     images = [_drawing("circle"), _drawing("cross")]
     assert np.array_equal(model.encode_photos(images), loaded.encode_photos(images))

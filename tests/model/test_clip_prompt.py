@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_CLIP_ARCHITECTURE
 from PIL import Image
 
 from models.backbones import BackboneError
@@ -17,38 +18,16 @@ from models.clip.losses import (category_triplet, draw_permutations, patch_shuff
                                 relative_distance_regulariser)
 from models.clip.prompt import LOSS_TERMS, ClipPrompt, ClipPromptConfig, clip_prompt_losses, standardise
 from models.clip.tower import build_clip, contrastive_loss, save_clip_folder
-from models.data import TrainSplit, decode_all, read_split
+from models.data import TrainSplit, decode_all
 from models.engine import RuntimeConfig, TrainConfig, build_net, train
 from models.interface import MatchExplainer
-from models.method import Batch, get_method
+from models.method import Batch
+from models.registry import lookup
 from sbir.manifest import read_manifest, write_manifest
 from helpers import config
 
-TINY_ARCH = {"embed_dim": 16,
-             "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
-             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-             "patch_tokens": None}
 TINY = config(TrainConfig, "dsn.train", epochs=1, batch_size=8, sketches_per_category=2, lr=1e-2, weight_decay=0.0)
 RUN = config(RuntimeConfig, "train.runtime", checkpoint_every=100, num_threads=1, workers=0, cache="memory")
-
-
-@pytest.fixture(scope="module")
-def data(tiny_openmoji: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainSplit:
-    """Six training categories of the tiny OpenMoji-ZS: 2 emoji each, a photo and 2 sketches per emoji."""
-    manifest = read_manifest(tiny_openmoji)
-    frame = manifest.frame
-    keep = sorted(frame.loc[frame["split"] == "train", "category"].unique())[:6]
-    out = tmp_path_factory.mktemp("six")
-    write_manifest(frame[frame["category"].isin(keep)], out, dataset="six", image_root=manifest.image_root)
-    return read_split(read_manifest(out), "train")
-
-
-@pytest.fixture(scope="module")
-def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny (untrained) CLIP saved as the pretrain_clip stage saves one."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("clip")
-    return save_clip_folder(folder, build_clip(TINY_ARCH), TINY_ARCH, {"dataset": "six", "train_categories": []})
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +64,7 @@ def _weights(net) -> dict[str, torch.Tensor]:
 
 def test_embeddings_are_unit_and_shaped(method: ClipPrompt, data: TrainSplit, images) -> None:
     net = _net(method, data).eval()
-    assert get_method("clip_prompt") is ClipPrompt and method.embedding_dim == 16
+    assert lookup("clip_prompt") is ClipPrompt and method.embedding_dim == 16
     assert net.prompts["sketch"].shape == (2, 2, 32)  # deep: one set per layer
     assert torch.allclose(net.class_text.norm(dim=1), torch.ones(data.num_classes), atol=1e-5)
     batch = _batch(method, data, images)
@@ -135,7 +114,7 @@ def test_training_moves_prompts_and_layernorms_only(method: ClipPrompt, data: Tr
 
 def test_backbone_patch_tokens_feed_the_vit(tmp_path: Path) -> None:
     """Variant B: EfficientNet-Lite0 cut at stage 2 (stride 8) + a 1×1 projection replaces the pixel patches."""
-    architecture = {**TINY_ARCH, "patch_tokens": {"backbone": "timm:efficientnet_lite0",
+    architecture = {**TINY_CLIP_ARCHITECTURE, "patch_tokens": {"backbone": "timm:efficientnet_lite0",
                                                   "pretrained": "package:efficientnet_lite0", "feature_level": 2}}
     torch.manual_seed(0)
     folder = save_clip_folder(tmp_path / "clip", build_clip(architecture), architecture, {})
@@ -148,7 +127,7 @@ def test_backbone_patch_tokens_feed_the_vit(tmp_path: Path) -> None:
         embedding = net.embed(torch.randn(3, 3, 32, 32), "photo")
     assert embedding.shape == (3, 16) and torch.allclose(embedding.norm(dim=1), torch.ones(3), atol=1e-5)
     with pytest.raises(BackboneError, match="stride"):
-        build_clip({**architecture, "vision_cfg": {**TINY_ARCH["vision_cfg"], "patch_size": 16}})
+        build_clip({**architecture, "vision_cfg": {**TINY_CLIP_ARCHITECTURE["vision_cfg"], "patch_size": 16}})
 
 
 def test_save_load_round_trip_is_self_contained(method: ClipPrompt, data: TrainSplit, images,

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from models.checkpoint import load_model, load_network, read_config, save_method
-from models.data import PairSampler, TrainSplit, augment, decode_all, read_split
+from models.data import PairSampler, TrainSplit, augment, decode_all
 from models.dsn import DSN, DSNConfig, dsn_losses
 from models.engine import RuntimeConfig, TrainConfig, build_net, train
 from models.losses import SketchMemoryBank, cross_modal_infonce, supervised_contrastive
-from models.method import Batch, get_method
+from models.method import Batch
+from models.registry import lookup
 from sbir.manifest import read_manifest, write_manifest
 from helpers import config
 
@@ -25,17 +26,6 @@ METHOD = DSN(config(DSNConfig, "dsn.model", image_size=32, embedding_dim=32, pro
 
 def _method(**changes) -> DSN:
     return DSN(replace(METHOD.config, **changes))
-
-
-@pytest.fixture(scope="module")
-def data(tiny_openmoji: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainSplit:
-    """Six training categories of the tiny OpenMoji-ZS: 12 photos, 24 sketches (a manifest of its own)."""
-    manifest = read_manifest(tiny_openmoji)
-    frame = manifest.frame
-    keep = sorted(frame.loc[frame["split"] == "train", "category"].unique())[:6]
-    out = tmp_path_factory.mktemp("six")
-    write_manifest(frame[frame["category"].isin(keep)], out, dataset="six", image_root=manifest.image_root)
-    return read_split(read_manifest(out), "train")
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +233,7 @@ def test_save_load_round_trip_gives_identical_embeddings(data: TrainSplit, image
 
 
 def test_method_contract_groups_and_registry(data: TrainSplit) -> None:
-    assert get_method("dsn") is DSN
+    assert lookup("dsn") is DSN and DSN.name == "dsn"
     net = METHOD.build(data.num_classes)
     groups = METHOD.param_groups(net, 0.01)
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters())) and groups[0]["lr"] == 0.01
@@ -252,7 +242,7 @@ def test_method_contract_groups_and_registry(data: TrainSplit) -> None:
     assert {id(p) for p in split[0]["params"]} == {id(p) for p in net.backbone.parameters()}
     assert sum(len(g["params"]) for g in split) == len(list(net.parameters()))
     with pytest.raises(KeyError, match="unknown method 'nope'.*dsn"):
-        get_method("nope")
+        lookup("nope", "method")
     with pytest.raises(TypeError, match="DSNConfig"):
         DSN({"image_size": 32})
 

@@ -59,9 +59,9 @@ def test_package_weights_fail_clearly() -> None:
 
 
 def test_imagenet_baseline_matches_a_photo_to_its_own_rendering_better_than_to_others() -> None:
-    from models.registry import create_baseline
+    from models.registry import create_model
 
-    model = create_baseline("baseline_imagenet", params_section("baseline_imagenet", image_size=96))
+    model = create_model("baseline_imagenet", params_section("baseline_imagenet", image_size=96))
     from PIL import Image
 
     photos = [render_photo((openmoji_svg_dir() / f"{c}.svg").read_text(), 96) for c in ("2602", "1F34C", "1F418")]

@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 
 from models.checkpoint import load_model, save_method
-from models.data import TrainSplit, decode_all, read_split
+from models.data import TrainSplit, decode_all
 from models.engine import RuntimeConfig, TrainConfig, build_net, train
 from models.interface import MatchExplainer, PairScorer, PatchSynthesizer
-from models.method import Batch, get_method
+from models.method import Batch
+from models.registry import lookup
 from models.zse import ZSE, ZSEConfig, batch_hard_triplet, zse_losses
 from sbir.explanations import assemble_patches
 from sbir.manifest import read_manifest, write_manifest
@@ -26,16 +27,6 @@ RUN = config(RuntimeConfig, "train.runtime", checkpoint_every=2, num_threads=1, 
 # random weights at 32 px: the EfficientNet-Lite0 stage-2 map is a 4 x 4 token grid
 METHOD = ZSE(config(ZSEConfig, "zse.model", image_size=32, pretrained=None, width=32, depth=1, heads=2, embedding_dim=16,
                        relation_hidden=8))
-
-
-@pytest.fixture(scope="module")
-def data(tiny_openmoji: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainSplit:
-    manifest = read_manifest(tiny_openmoji)
-    frame = manifest.frame
-    keep = sorted(frame.loc[frame["split"] == "train", "category"].unique())[:6]
-    out = tmp_path_factory.mktemp("six_zse")
-    write_manifest(frame[frame["category"].isin(keep)], out, dataset="six", image_root=manifest.image_root)
-    return read_split(read_manifest(out), "train")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +43,7 @@ def _batch(data: TrainSplit, images: dict[str, torch.Tensor], n: int = 8) -> Bat
 
 
 def test_registered_and_shapes(data: TrainSplit, images) -> None:
-    assert get_method("zse") is ZSE
+    assert lookup("zse") is ZSE
     net = build_net(METHOD, TINY, data.num_classes).eval()
     assert net.grid == (4, 4)
     with torch.no_grad():
