@@ -14,7 +14,6 @@ Writes benchmarks/results/data_streaming.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import threading

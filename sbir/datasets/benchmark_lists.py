@@ -9,7 +9,6 @@ whitespace token because paths may contain spaces; a ``cname_cid*.txt`` line is 
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath

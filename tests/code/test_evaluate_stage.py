@@ -20,7 +20,7 @@ from sbir.categories import normalize_category
 from sbir.embeddings import has_embeddings, read_embeddings
 from sbir.manifest import read_manifest
 from models.embed import EmbedParams
-from stages.evaluate import EvaluateParams, evaluate_embeddings, rerank
+from stages.evaluate import EvaluateParams, evaluate_embeddings
 from helpers import config, params_section, write_params
 
 

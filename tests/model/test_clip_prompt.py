@@ -23,7 +23,6 @@ from models.engine import RuntimeConfig, TrainConfig, build_net, train
 from models.interface import MatchExplainer
 from models.method import Batch
 from models.registry import lookup
-from sbir.manifest import read_manifest, write_manifest
 from helpers import config
 
 TINY = config(TrainConfig, "dsn.train", epochs=1, batch_size=8, sketches_per_category=2, lr=1e-2, weight_decay=0.0)

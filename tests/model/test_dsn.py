@@ -14,9 +14,8 @@ from models.data import PairSampler, TrainSplit, augment, decode_all
 from models.dsn import DSN, DSNConfig, dsn_losses
 from models.engine import RuntimeConfig, TrainConfig, build_net, train
 from models.losses import SketchMemoryBank, cross_modal_infonce, supervised_contrastive
-from models.method import Batch
 from models.registry import lookup
-from sbir.manifest import read_manifest, write_manifest
+from sbir.manifest import read_manifest
 from helpers import config
 
 TINY = config(TrainConfig, "dsn.train", epochs=2, batch_size=8, lr=2e-3)

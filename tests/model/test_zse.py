@@ -19,7 +19,6 @@ from models.method import Batch
 from models.registry import lookup
 from models.zse import ZSE, ZSEConfig, batch_hard_triplet, zse_losses
 from sbir.explanations import assemble_patches
-from sbir.manifest import read_manifest, write_manifest
 from helpers import config
 
 TINY = config(TrainConfig, "dsn.train", epochs=1, batch_size=8, lr=2e-3)
