@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import REPO_ROOT, SMALL_MODELS
+from helpers import PARAMS, REPO_ROOT, SMALL_MODELS, config
 from torch import nn
 
 from models.checkpoint import load_model, save_baseline, save_method
@@ -24,9 +24,7 @@ from models.engine import TrainConfig, build_net
 from models.interface import DOMAINS, RetrievalModel
 from models.method import Batch, Method
 from models.registry import available, create_model, lookup
-from sbir.config import load_params
 
-PARAMS = load_params(REPO_ROOT / "params.yaml")
 METHODS = available("method")
 MODELS = available()
 STEPS, LR = 5, 3e-3
@@ -49,7 +47,7 @@ class Built:
 
 def small_method(name: str, clip_folder: Path) -> Method:
     """The method as params.yaml configures it, sized down and pointed at the test inputs."""
-    method = create_model(name, (PARAMS.get(name) or {}).get("model") or {}, f"params.yaml: {name}.model", "method")
+    method = create_model(name, PARAMS.section(f"{name}.model"), f"params.yaml: {name}.model", "method")
     changes = dict(SMALL_MODELS.get(name, {}).get("model", {}))
     if "clip" in {f.name for f in fields(method.config)}:
         changes["clip"] = str(clip_folder)
@@ -58,10 +56,10 @@ def small_method(name: str, clip_folder: Path) -> Method:
 
 def build(name: str, data: TrainSplit, clip_folder: Path) -> Built:
     if name not in METHODS:
-        params = PARAMS.get(name) or {}
+        params = PARAMS.section(name)
         return Built(create_model(name, params, f"params.yaml: {name}", "baseline"), params=params)
     method = small_method(name, clip_folder)
-    net = build_net(method, TrainConfig(seed=0), data.num_classes, data.categories)
+    net = build_net(method, config(TrainConfig, f"{name}.train", seed=0), data.num_classes, data.categories)
     return Built(method.export(net.eval()), method, net)
 
 
@@ -116,7 +114,7 @@ def test_save_and_load_give_identical_embeddings(name: str, data: TrainSplit, cl
 @pytest.mark.parametrize("name", METHODS)
 def test_losses_are_finite_and_fall_on_a_fixed_batch(name: str, data: TrainSplit, clip_folder: Path) -> None:
     method = small_method(name, clip_folder)
-    net = build_net(method, TrainConfig(seed=0), data.num_classes, data.categories).train()
+    net = build_net(method, config(TrainConfig, f"{name}.train", seed=0), data.num_classes, data.categories).train()
     batch = fixed_batch(method, data)
     optimiser = torch.optim.AdamW(method.param_groups(net, LR), lr=LR, weight_decay=0.0)
     totals = []
@@ -135,12 +133,12 @@ def test_losses_are_finite_and_fall_on_a_fixed_batch(name: str, data: TrainSplit
 @pytest.mark.parametrize("name", METHODS)
 def test_every_trainable_parameter_is_in_exactly_one_group(name: str, data: TrainSplit, clip_folder: Path) -> None:
     method = small_method(name, clip_folder)
-    net = build_net(method, TrainConfig(seed=0), data.num_classes, data.categories)
+    net = build_net(method, config(TrainConfig, f"{name}.train", seed=0), data.num_classes, data.categories)
     trainable = {id(p) for p in net.parameters() if p.requires_grad}
     # the config as given, and with each per-part learning-rate factor changed (a second group may appear)
     factors = [f.name for f in fields(method.config) if f.name.endswith("_lr_factor")]
-    for config in [method.config, *(replace(method.config, **{factor: 0.5}) for factor in factors)]:
-        groups = type(method)(config).param_groups(net, 0.01)
+    for variant in [method.config, *(replace(method.config, **{factor: 0.5}) for factor in factors)]:
+        groups = type(method)(variant).param_groups(net, 0.01)
         grouped = [id(p) for group in groups for p in group["params"]]
         assert len(grouped) == len(set(grouped)), "a parameter in two groups"
         assert set(grouped) == trainable, "a trainable parameter in no group, or a frozen one in a group"
@@ -152,9 +150,9 @@ def test_each_model_is_a_params_section_and_a_dvc_entry(name: str) -> None:
     """Adding a model = its module, its params.yaml section and one line of dvc.yaml's ``models``."""
     pipeline = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
     models = next(item["models"] for item in pipeline["vars"] if "models" in item)
-    assert name in PARAMS and name in models
+    assert name in PARAMS.values and name in models
     entry = models[name]
     assert (REPO_ROOT / entry["code"]).exists()
     assert entry["needs"].startswith("artifacts/") or (REPO_ROOT / entry["needs"]).exists()  # or a stage's output
     if name in METHODS:
-        assert lookup(name).name == name and set(PARAMS[name]) <= {"train", "model"}
+        assert lookup(name).name == name and set(PARAMS.section(name)) <= {"train", "model"}

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT, TOY_METHOD
+from helpers import REPO_ROOT, TOY_METHOD, TOY_PARAMS
 
 from models import registry
 from models.method import Method
@@ -80,7 +80,7 @@ def test_a_new_module_is_found_with_nothing_else_edited(tmp_path: Path) -> None:
     shutil.copytree(REPO_ROOT / "models", tmp_path / "models", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "models/toy.py").write_text(TOY_METHOD)
     code = ("import json, sys\nfrom models.registry import available, create_model\n"
-            "method = create_model('toy', {'width': 8}, kind='method')\n"
+            f"method = create_model('toy', {{**{TOY_PARAMS['model']!r}, 'width': 8}}, kind='method')\n"
             "print(json.dumps({'methods': available('method'), 'width': method.config.width, 'name': method.name,"
             " 'imported': sorted(m for m in sys.modules if m in ('models.dsn', 'models.zse', 'models.baselines',"
             " 'models.clip.prompt', 'models.toy'))}))")
