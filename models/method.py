@@ -85,6 +85,10 @@ class Method(ABC):
             raise TypeError(f"{self.name}: config must be {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
 
+    def use_dataset(self, dataset: str) -> None:
+        """Called when the method is configured for training on ``dataset`` (``train.dataset``): methods that
+        start from something the pipeline built for that dataset (clip_prompt's pretrained CLIP) resolve it here."""
+
     def use_categories(self, categories: list[str]) -> None:
         """Called before ``build`` with the seen categories' names in label order. Methods that read them (e.g. a
         classifier over the categories' text embeddings) keep them; by default they are not needed."""

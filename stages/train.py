@@ -47,7 +47,9 @@ def method_settings(params: Params, name: str) -> tuple[Method, TrainConfig]:
     if kind_of(name) != "method":  # an unknown name fails here, listing the available ones
         raise ConfigError(f"'{name}' is a baseline: it is built, not trained")
     values = params.read(MethodSection, name)
-    return create_model(name, values.model, f"{params.source}: {name}.model"), values.train
+    method = create_model(name, values.model, f"{params.source}: {name}.model")
+    method.use_dataset(params.value("train.dataset", str))
+    return method, values.train
 
 
 class DVCLiveEpochs:

@@ -37,16 +37,20 @@ from models.clip.tower import architecture_of, build_visual, category_phrase, im
 from models.interface import DOMAINS, Preprocess, TorchRetrievalModel
 from models.method import Batch, Method, weighted_total
 from models.registry import register_method
+from sbir import paths
 from sbir.config import Count, NonNegativeFloat, PositiveFloat, PositiveInt
 
 LOSS_TERMS = ("triplet", "instance", "classification", "shuffle", "relative")
+
+
+PIPELINE_CLIP = "pretrain_clip"  # clip_prompt.model.clip: the CLIP the pipeline pretrained on train.dataset
 
 
 @dataclass
 class ClipPromptConfig:
     """``params.yaml`` ``clip_prompt.model``; defaults = the small pipeline config."""
 
-    clip: str  # a CLIP folder (stage pretrain_clip) or open_clip:<architecture>
+    clip: str  # pretrain_clip (the pipeline's CLIP for train.dataset), a CLIP folder, or open_clip:<architecture>
     pretrained: str | None  # open_clip only: a tag (openai, laion2b_s34b_b79k...) or a local weights file
     architecture: dict[str, Any] | None  # resolved from the CLIP when training starts; kept for rebuilding
     prompts: PositiveInt  # learnable tokens per layer and domain
@@ -171,6 +175,11 @@ class ClipPrompt(Method):
     def __init__(self, config: ClipPromptConfig) -> None:
         super().__init__(config)
         self.categories: list[str] | None = None
+
+    def use_dataset(self, dataset: str) -> None:
+        """``clip: pretrain_clip`` is the CLIP that the pipeline's pretrain_clip stage trained on ``dataset``."""
+        if self.config.clip == PIPELINE_CLIP:
+            self.config = replace(self.config, clip=str(paths.pretrained_clip_dir(dataset)))
 
     def use_categories(self, categories: list[str]) -> None:
         self.categories = list(categories)

@@ -218,3 +218,17 @@ def test_standardise_matches_the_declared_preprocessing(method: ClipPrompt) -> N
     pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     assert torch.allclose(standardise(pixels.float() / 255), method.preprocess()["sketch"].normalize(pixels),
                           atol=1e-6)
+
+
+def test_the_pipeline_clip_follows_train_dataset() -> None:
+    """``clip: pretrain_clip`` is the CLIP pretrain_clip trained on ``train.dataset``, whichever dataset that is."""
+    from helpers import PARAMS
+
+    from sbir import paths
+    from stages.train import method_settings
+
+    for dataset in ("openmoji_zs", "sketchy25"):
+        method, _ = method_settings(PARAMS.replaced("train", {"dataset": dataset}), "clip_prompt")
+        assert method.config.clip == str(paths.pretrained_clip_dir(dataset))
+    folder = PARAMS.replaced("clip_prompt.model", {"clip": "some/folder"})
+    assert method_settings(folder, "clip_prompt")[0].config.clip == "some/folder"
