@@ -45,6 +45,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from sbir.index import IndexSpec, RetrievalIndex, _configure, build_index, recall_at_k
 from sbir.io import atomic_write_json, atomic_write_text
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 GOAL_VS_FAISS = 1.0  # our exact search at least as fast as FAISS IndexFlatIP
 GOAL_ROOFLINE = 0.7  # our exact search at >= 70 % of this machine's sgemm rate
@@ -410,6 +411,18 @@ def markdown(result: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def portable(value: object) -> object:
+    """A path as the committed results may hold it: relative to the repository, or only its name when it lies
+    outside (a machine's absolute paths never reach benchmarks/results/)."""
+    if not isinstance(value, Path):
+        return value
+    path = value if value.is_absolute() else (Path.cwd() / value)
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return f"<outside the repository>/{path.name}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -449,7 +462,7 @@ def main() -> None:
         rows: list[dict] = []
         print_header()
         sizes = [bench_size(n, args, centres, queries, roof["gflops"], rows) for n in args.sizes]
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config = {k: portable(v) for k, v in vars(args).items()}
     result = {"benchmark": "index_search", "quick": args.quick, "config": config, "machine": info,
               "roofline": roof, "sizes": sizes, "goals": goals(sizes), "peak_rss_mib": peak_rss_mib(),
               "table": rows}
