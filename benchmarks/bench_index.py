@@ -418,6 +418,18 @@ def markdown(result: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def portable(value: object) -> object:
+    """A path as the committed results may hold it: relative to the repository, or only its name when it lies
+    outside (a machine's absolute paths never reach benchmarks/results/)."""
+    if not isinstance(value, Path):
+        return value
+    path = value if value.is_absolute() else (Path.cwd() / value)
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return f"<outside the repository>/{path.name}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -457,7 +469,7 @@ def main() -> None:
         rows: list[dict] = []
         print_header()
         sizes = [bench_size(n, args, centres, queries, roof["gflops"], rows) for n in args.sizes]
-    config = {k: (shown(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config = {k: portable(v) for k, v in vars(args).items()}
     result = {"benchmark": "index_search", "quick": args.quick, "config": config, "machine": info,
               "roofline": roof, "sizes": sizes, "goals": goals(sizes), "peak_rss_mib": peak_rss_mib(),
               "table": rows}

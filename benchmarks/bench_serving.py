@@ -57,6 +57,18 @@ def shown(path: Path) -> str:
 GOAL_RATIO, GOAL_P99, GOAL_RSS, BATCH = 0.8, 2.0, 0.10, 32
 
 
+def portable(value: object) -> object:
+    """A path as the committed results may hold it: relative to the repository, or only its name when it lies
+    outside (a machine's absolute paths never reach benchmarks/results/)."""
+    if not isinstance(value, Path):
+        return value
+    path = value if value.is_absolute() else (Path.cwd() / value)
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return f"<outside the repository>/{path.name}"
+
+
 def bare_forward(bundle: SearchBundle, pngs: list[bytes], duration: float) -> dict[str, float]:
     """Images/s of each variant at batch ``BATCH``, interleaved so they see the same machine; and the CPU seconds
     that other processes used meanwhile."""
@@ -319,6 +331,7 @@ def main() -> None:
     before = bare_forward(bundle, pngs, args.duration)
     print(f"bare: {before}", flush=True)
     log = Path(tempfile.gettempdir()) / "zssbir_bench_serving.log"
+    print(f"server log: {log}", flush=True)
     with bentoml_server("serving.service:SketchSearch", ROOT / ".bentoml", log,
                         env={"ZSSBIR_TORCH_THREADS": str(args.threads)}) as (url, process):
         http = {}
@@ -336,8 +349,8 @@ def main() -> None:
         h["ratio_to_baseline"] = h["images_per_s"] / baseline
     champion = bundle.meta["champion"]
     result = {"benchmark": "serving_http", "quick": args.quick,
-              "config": {k: shown(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "machine": info,
-              "model": f"{champion['method']} {champion['version']}", "server_log": shown(log),
+              "config": {k: portable(v) for k, v in vars(args).items()}, "machine": info,
+              "model": f"{champion['method']} {champion['version']}",
               "bare": {"batch": BATCH, "before": before, "after": after, "baseline_images_per_s": baseline,
                        "ratio_tensor_forward_to_baseline": (before["tensor_forward"] + after["tensor_forward"]) / 2
                        / baseline},

@@ -88,3 +88,8 @@ def serving_bundle() -> Path:
 def pretrained_clip_dir(dataset: str) -> Path:
     """The small CLIP that ``pretrain_clip`` trains on a dataset's train split (prompt learning freezes it)."""
     return CLIP_ROOT / dataset
+
+
+def pretrain_log_dir(dataset: str) -> Path:
+    """The run summary of ``pretrain_clip`` on a dataset (timings: not cached, so the CLIP folder reproduces)."""
+    return TRAIN_ROOT / "pretrain_clip" / dataset

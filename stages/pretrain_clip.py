@@ -11,7 +11,8 @@ pretrained tower fell from 0.235 to 0.055 (benchmarks/results/clip_tokenizer_abl
 default BPE at the architecture's ``text_cfg.context_length``.
 
 Params: ``pretrain_clip`` and ``train.dataset`` (``train.runtime.num_threads`` and ``workers`` only run it).
-Output: ``artifacts/clip/<dataset>/`` (``model.safetensors``, ``config.json``, ``summary.json``).
+Output: ``artifacts/clip/<dataset>/`` (``model.safetensors``, ``config.json``: byte-for-byte reproducible) and
+``artifacts/train/pretrain_clip/<dataset>/summary.json`` (counts, losses and wall times; not cached).
 """
 
 from __future__ import annotations
@@ -110,8 +111,10 @@ def caption_tensors(captions: dict[str, list[str]], context_length: int) -> dict
 
 
 def pretrain_clip(manifest: Manifest, params: PretrainClipParams, runtime: RuntimeConfig, out: Path, *,
-                  stop_after_steps: int | None = None) -> dict[str, Any]:
-    """Train the small CLIP on a prepared dataset's train split and write its folder; returns the summary."""
+                  log_dir: Path | None = None, stop_after_steps: int | None = None) -> dict[str, Any]:
+    """Train the small CLIP on a prepared dataset's train split and write its folder; returns the summary, also
+    written to ``log_dir/summary.json`` when given (never into ``out``: its wall times would keep the cached
+    CLIP folder from reproducing)."""
     dataset = manifest.dataset
     data = read_split(manifest, "train")
     architecture = params.full_architecture()
@@ -138,7 +141,8 @@ def pretrain_clip(manifest: Manifest, params: PretrainClipParams, runtime: Runti
                "categories": data.num_classes, "steps": history["steps"], "train_seconds": history["seconds"],
                "load_seconds": round(load_seconds, 1), "first_loss": round(history["epoch_loss"][0], 4),
                "last_loss": round(history["epoch_loss"][-1], 4)}
-    atomic_write_json(out / "summary.json", summary)
+    if log_dir is not None:
+        atomic_write_json(Path(log_dir) / "summary.json", summary)
     return summary
 
 
@@ -147,7 +151,8 @@ def run_pretrain(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     values = params.read(PretrainClipParams, "pretrain_clip")
     dataset = args.dataset or settings.dataset
     return pretrain_clip(read_manifest(paths.prepared_dir(dataset)), values, settings.runtime,
-                         args.out or paths.pretrained_clip_dir(dataset), stop_after_steps=args.stop_after_steps)
+                         args.out or paths.pretrained_clip_dir(dataset), log_dir=paths.pretrain_log_dir(dataset),
+                         stop_after_steps=args.stop_after_steps)
 
 
 def main(argv: list[str] | None = None) -> int:

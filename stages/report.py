@@ -1,7 +1,7 @@
 """The summary table at the end of ``make run``: every evaluated model's headline numbers on one dataset.
 
 Not a DVC stage (it writes nothing): it reads ``artifacts/eval/<dataset>/*/metrics.json`` and, where present,
-``artifacts/train/<model>/summary.json``.
+``artifacts/train/<model>/summary.json`` (and ``artifacts/train/pretrain_clip/<dataset>/summary.json``).
 """
 
 from __future__ import annotations
@@ -63,12 +63,17 @@ def summary_rows(dataset: str, root: Path = Path(".")) -> list[dict[str, str]]:
 
 def pretraining_seconds(root: Path, model: str) -> float | None:
     """Wall time of the pretraining a model folder starts from (CLIP prompt learning: its ``clip`` folder, made by
-    ``pretrain_clip``), where it kept one."""
+    ``pretrain_clip``, whose run summary lies under ``paths.pretrain_log_dir`` of the folder's dataset), where
+    there is one."""
     config_file = root / paths.checkpoint_dir(model) / "config.json"
     if not config_file.is_file():
         return None
     source = json.loads(config_file.read_text()).get("config", {}).get("clip")
-    summary = root / str(source) / "summary.json" if isinstance(source, str) else None
+    clip_config = root / str(source) / "config.json" if isinstance(source, str) else None
+    if clip_config is None or not clip_config.is_file():
+        return None
+    dataset = json.loads(clip_config.read_text()).get("dataset")
+    summary = root / paths.pretrain_log_dir(dataset) / "summary.json" if isinstance(dataset, str) else None
     return json.loads(summary.read_text()).get("train_seconds") if summary and summary.is_file() else None
 
 

@@ -219,7 +219,8 @@ def test_stage_paths_match_dvc_yaml() -> None:
     assert [next(iter(e)) if isinstance(e, dict) else e for e in stages["index"]["outs"]] == [
         str(paths.serving_bundle())]
     assert [next(iter(e)) for e in stages["package"]["outs"]] == [str(paths.bento_record())]
-    assert stages["pretrain_clip"]["outs"] == [str(paths.pretrained_clip_dir("${train.dataset}"))]
+    assert [next(iter(e)) if isinstance(e, dict) else e for e in stages["pretrain_clip"]["outs"]] == [
+        str(paths.pretrained_clip_dir("${train.dataset}")), str(paths.pretrain_log_dir("${train.dataset}"))]
     models = pipeline["vars"][1]["models"]
     assert set(models) == {"dsn", "clip_prompt", "zse", "baseline_random", "baseline_imagenet", "baseline_hog"}
     root = Path(__file__).resolve().parents[2]

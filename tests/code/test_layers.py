@@ -25,7 +25,6 @@ FORBIDDEN = {
 }
 BENTOML_STAGES = {"register.py", "model_store.py", "package.py"}  # the only stages that may touch the model store
 PROJECT_PACKAGES = ("sbir", "models", "stages", "flows", "serving")
-DEPS_COMPLETE = ("embed", "evaluate", "register", "index", "package")  # stages whose dvc.yaml deps are checked
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -122,40 +121,6 @@ def test_the_cycle_checker_sees_imports_inside_functions(tmp_path: Path) -> None
     (tmp_path / "stages/b.py").write_text("def thing():\n    from sbir import paths\n")
     (tmp_path / "stages/d.py").write_text("")
     assert import_cycles(tmp_path) == []
-
-
-def imported_files(root: Path, start: list[str]) -> set[str]:
-    """The files of the modules ``start`` and of every project module they import, transitively."""
-    modules = project_modules(root)
-    seen: set[str] = set()
-    todo = list(start)
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo += module_imports(name, modules[name], modules)
-    return {modules[name].relative_to(root).as_posix() for name in seen}
-
-
-@pytest.mark.parametrize("stage", DEPS_COMPLETE)
-def test_dvc_deps_list_every_file_the_stage_imports(stage: str) -> None:
-    """A stage re-runs when code it runs changes: its deps cover what it imports, transitively, and what the code
-    of the model it runs (loaded by name, ``${item.code}`` / ``${item.needs}``) imports."""
-    import yaml
-
-    pipeline = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
-    entry = pipeline["stages"][stage]
-    body = entry.get("do", entry)
-    models = pipeline["vars"][1]["models"] if entry.get("foreach") == "${models}" else {"": {}}
-    files = {path.relative_to(REPO_ROOT).as_posix(): name for name, path in project_modules(REPO_ROOT).items()}
-    for name, model in models.items():
-        deps = [dep.replace("${item.code}", model.get("code", "-")).replace("${item.needs}", model.get("needs", "-"))
-                for dep in body["deps"]]
-        code = [module for file, module in files.items() if any(file == p or file.startswith(f"{p}/")
-                                                               for p in (model.get("code"), model.get("needs")) if p)]
-        runs = imported_files(REPO_ROOT, [body["cmd"].split(" -m ")[1].split()[0], *code])
-        missing = sorted(f for f in runs if not any(f == d or f.startswith(f"{d.rstrip('/')}/") for d in deps))
-        assert missing == [], f"dvc.yaml stage {stage} ({name or 'no model'}) misses deps"
 
 
 def test_only_the_layout_modules_name_bundle_files() -> None:

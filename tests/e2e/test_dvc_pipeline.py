@@ -6,6 +6,7 @@ in any order."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -72,6 +73,44 @@ def test_repro_runs_every_stage_of_every_model(project: Path) -> None:
     assert "Data and pipelines are up to date" in run_command(["dvc", "status"], project).stdout
     # a second repro is a cache hit: nothing re-runs
     assert "didn't change, skipping" in run_command(["dvc", "repro"], project).stdout
+
+
+# JSON keys that carry a run's wall time or circumstances, not its result: never in a cached (DVC-cached) output,
+# which must reproduce byte for byte; they belong in uncached outs (cache: false) or DVCLive.
+RUN_KEY = re.compile(r"(^|_)(seconds|secs|time|times|timestamp|date|datetime|elapsed|duration|wall|host|hostname|"
+                     r"user|pid|started|finished|created)(_|$)", re.IGNORECASE)
+ISO_DATE = re.compile(rb"\b20\d\d-[01]\d-[0-3]\d[T ][0-2]\d:")
+
+
+def _json_keys(value: object) -> set[str]:
+    if isinstance(value, dict):
+        return set(map(str, value)) | {k for v in value.values() for k in _json_keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _json_keys(v)}
+    return set()
+
+
+def test_cached_outputs_hold_no_timings_dates_or_machine_paths(project: Path) -> None:
+    """What DVC caches must be a function of the stage's deps and params: no wall times, dates or absolute paths
+    of the machine that ran it (those would make every re-run differ, and leak into the shared cache)."""
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        cached = sorted({str(out.def_path) for stage in repo.index.stages for out in stage.outs if out.use_cache})
+    assert "artifacts/clip/openmoji_zs" in cached
+    machine_paths = {str(project).encode(), str(project.resolve()).encode(), str(Path.home()).encode() + b"/"}
+    problems = []
+    for out in cached:
+        root = project / out
+        for file in [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()):
+            name, data = file.relative_to(project).as_posix(), file.read_bytes()
+            problems += [f"{name}: absolute path {p.decode()}" for p in machine_paths if p in data]
+            if file.suffix in (".json", ".md", ".csv", ".txt", ".yaml") and ISO_DATE.search(data):
+                problems.append(f"{name}: a date-time {ISO_DATE.search(data).group().decode()}")
+            if file.suffix == ".json":
+                problems += [f"{name}: run key {key!r}" for key in sorted(_json_keys(json.loads(data)))
+                             if RUN_KEY.search(key)]
+    assert not problems, "cached outputs that cannot reproduce:\n" + "\n".join(problems)
 
 
 def test_push_pull_round_trip(project: Path) -> None:

@@ -20,6 +20,7 @@ from stages.pretrain_clip import (CaptionTemplates, PretrainClipParams, caption_
                                   main, pretrain_clip, sketches_of_photo)
 from helpers import config as params_config
 from helpers import write_params
+from stages.report import pretraining_seconds
 
 TINY_ARCH = {"embed_dim": 16,
              "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
@@ -82,6 +83,21 @@ def test_pretraining_lowers_the_loss_and_writes_a_loadable_folder(tiny_openmoji:
     assert method.config.architecture == architecture
 
 
+def test_the_cached_clip_folder_reproduces_byte_for_byte(tiny_openmoji: Path, tmp_path: Path) -> None:
+    """DVC caches artifacts/clip/<dataset>: two runs on the same inputs write the same bytes (no wall times)."""
+    manifest = read_manifest(tiny_openmoji)
+    folders = []
+    for run in ("first", "second"):
+        summary = pretrain_clip(manifest, PARAMS, RUN, tmp_path / run / "clip", log_dir=tmp_path / run / "log",
+                                stop_after_steps=2)
+        assert "train_seconds" in summary and (tmp_path / run / "log/summary.json").is_file()
+        folders.append(tmp_path / run / "clip")
+    files = [{p.relative_to(f).as_posix(): p.read_bytes() for p in sorted(f.rglob("*")) if p.is_file()}
+             for f in folders]
+    assert sorted(files[0]) == ["config.json", "model.safetensors"]
+    assert files[0] == files[1]
+
+
 def test_cli_reads_params_and_reports_bad_ones(tiny_openmoji: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
@@ -93,6 +109,16 @@ def test_cli_reads_params_and_reports_bad_ones(tiny_openmoji: Path, tmp_path: Pa
     assert main(["--stop-after-steps", "2"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 2 and (tmp_path / "artifacts/clip/openmoji_zs/model.safetensors").is_file()
+    # the run summary (wall times) lies outside the cached CLIP folder: dvc.yaml's uncached out
+    assert sorted(p.name for p in Path("artifacts/clip/openmoji_zs").iterdir()) == ["config.json", "model.safetensors"]
+    logged = json.loads(Path("artifacts/train/pretrain_clip/openmoji_zs/summary.json").read_text())
+    assert logged == summary and "train_seconds" in logged
+    # the comparison table counts it for the model that starts from that CLIP
+    Path("artifacts/checkpoints/clip_prompt").mkdir(parents=True)
+    Path("artifacts/checkpoints/clip_prompt/config.json").write_text(
+        json.dumps({"config": {"clip": "artifacts/clip/openmoji_zs"}}))
+    assert pretraining_seconds(tmp_path, "clip_prompt") == logged["train_seconds"]
+    assert pretraining_seconds(tmp_path, "dsn") is None
     write_params(Path("params.yaml"), {"train": {"dataset": "openmoji_zs"},
                                        "pretrain_clip": {**section, "train": {"epochs": "many"}}})
     assert main([]) == 2 and "pretrain_clip.train.epochs" in capsys.readouterr().err
