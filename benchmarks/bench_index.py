@@ -44,6 +44,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from sbir.index import IndexSpec, RetrievalIndex, _configure, build_index, recall_at_k
 from sbir.io import atomic_write_json, atomic_write_text
+from sbir.paths import in_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -423,11 +424,7 @@ def portable(value: object) -> object:
     outside (a machine's absolute paths never reach benchmarks/results/)."""
     if not isinstance(value, Path):
         return value
-    path = value if value.is_absolute() else (Path.cwd() / value)
-    try:
-        return path.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        return f"<outside the repository>/{path.name}"
+    return in_repository(value, ROOT) or f"<outside the repository>/{value.name}"
 
 
 def main() -> None:

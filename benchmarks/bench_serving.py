@@ -42,6 +42,7 @@ from stages.model_store import Registry
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from serving_support import bentoml_server  # noqa: E402  (tests/: starts and stops ``bentoml serve``)
+from sbir.paths import in_repository
 
 RESULTS = ROOT / "benchmarks" / "results"
 SKETCHES = ROOT / "data" / "prepared" / "openmoji_zs" / "images" / "sketch"
@@ -62,11 +63,7 @@ def portable(value: object) -> object:
     outside (a machine's absolute paths never reach benchmarks/results/)."""
     if not isinstance(value, Path):
         return value
-    path = value if value.is_absolute() else (Path.cwd() / value)
-    try:
-        return path.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        return f"<outside the repository>/{path.name}"
+    return in_repository(value, ROOT) or f"<outside the repository>/{value.name}"
 
 
 def bare_forward(bundle: SearchBundle, pngs: list[bytes], duration: float) -> dict[str, float]:

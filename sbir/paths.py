@@ -93,3 +93,11 @@ def pretrained_clip_dir(dataset: str) -> Path:
 def pretrain_log_dir(dataset: str) -> Path:
     """The run summary of ``pretrain_clip`` on a dataset (timings: not cached, so the CLIP folder reproduces)."""
     return TRAIN_ROOT / "pretrain_clip" / dataset
+
+
+def in_repository(path: Path, root: Path | None = None) -> str | None:
+    """``path`` relative to the repository (``root``, default the working directory), or None when it lies outside:
+    what reports and committed results record, so they hold no machine's absolute paths."""
+    root = (root or Path.cwd()).resolve()
+    resolved = (path if path.is_absolute() else Path.cwd() / path).resolve()
+    return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else None

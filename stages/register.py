@@ -90,12 +90,6 @@ def register_best(dataset: str, settings: RegisterParams, registry: Registry, pa
     return decision, scores
 
 
-def _shown(path: Path) -> str:
-    """The store's folder relative to the repository when inside it: the report reproduces on any clone."""
-    resolved = path.resolve()
-    return str(resolved.relative_to(Path.cwd().resolve())) if resolved.is_relative_to(Path.cwd().resolve()) else str(path)
-
-
 def run_register(args: argparse.Namespace, params: Params) -> int:
     settings = params.read(RegisterParams, "register")
     dataset = args.dataset or params.value("evaluate.dataset", str)
@@ -107,7 +101,7 @@ def run_register(args: argparse.Namespace, params: Params) -> int:
     atomic_write_json(paths.register_report(dataset), {
         "dataset": dataset, "settings": as_params(settings), "candidates": scores, "decision": decision.to_dict(),
         "champion": (registry.champion(dataset, settings.metric) or {}).get("version"),
-        "store": _shown(Path(registry.home))})
+        "store": paths.in_repository(Path(registry.home)) or str(registry.home)})
     return 0
 
 
