@@ -29,6 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from models.interface import Preprocess
+from sbir.errors import DataError
 from sbir.manifest import Manifest, manifest_fingerprint
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def read_split(manifest: Manifest, split: str = "train") -> TrainSplit:
     sketches = manifest.select(split=split, domain="sketch").reset_index(drop=True)
     photos = manifest.select(split=split, domain="photo").reset_index(drop=True)
     if sketches.empty or photos.empty:
-        raise ValueError(f"{manifest.dataset}: split '{split}' needs sketches and photos "
+        raise DataError(f"{manifest.dataset}: split '{split}' needs sketches and photos "
                          f"(has {len(sketches)} and {len(photos)})")
     categories = sorted(set(sketches["category"]) | set(photos["category"]))
     index = {name: i for i, name in enumerate(categories)}

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from models.data import PairSampler, StepBatch, StepBatches, TrainSplit, decode_all, train_loader, use_cache
 from models.method import Batch, Method
-from sbir.config import Count, NonNegativeFloat, PositiveFloat, PositiveInt
+from sbir.config import ConfigError, Count, NonNegativeFloat, PositiveFloat, PositiveInt
 from sbir.io import atomic_write
 from sbir.logs import format_duration
 
@@ -210,14 +210,14 @@ def train(method: Method, config: TrainConfig, runtime: RuntimeConfig, data: Tra
     """
     ctx = ctx or Distributed()
     if config.batch_size % ctx.world_size or config.batch_size // ctx.world_size < 2:
-        raise ValueError(f"batch_size {config.batch_size} must split into {ctx.world_size} equal shards of >= 2")
+        raise ConfigError(f"batch_size {config.batch_size} must split into {ctx.world_size} equal shards of >= 2")
     seed_everything(config.seed, runtime.num_threads)
     net = (net or build_net(method, config, data.num_classes, data.categories)).to(ctx.device)
     if config.channels_last:  # convolutions follow their weights' layout; inputs need no conversion
         net = net.to(memory_format=torch.channels_last)
     sampler = PairSampler(data, config.batch_size, config.seed, config.sketches_per_category)
     if sampler.steps_per_epoch == 0:
-        raise ValueError(f"{len(data.sketch_paths)} training sketches is fewer than one batch of {config.batch_size}")
+        raise ConfigError(f"{len(data.sketch_paths)} training sketches is fewer than one batch of {config.batch_size}")
     total_steps = config.epochs * sampler.steps_per_epoch
     optimiser = torch.optim.AdamW(method.param_groups(net, config.lr), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -230,7 +230,7 @@ def train(method: Method, config: TrainConfig, runtime: RuntimeConfig, data: Tra
     if state is not None:
         for key, value in identity.items():
             if state.get(key) != value:
-                raise ValueError(f"{state_path}: saved by a run with other {key.replace('_', ' ')}; "
+                raise ConfigError(f"{state_path}: saved by a run with other {key.replace('_', ' ')}; "
                                  "delete it to start afresh")
         net.load_state_dict(state["net"])
         optimiser.load_state_dict(state["optimiser"])

@@ -1,4 +1,4 @@
-"""The one interface everything downstream of training sees (DESIGN.md, "The model interface").
+"""The one interface everything downstream of training sees (docs/architecture.md, "The model interface").
 
 A retrieval model is a sketch encoder and a photo encoder mapping batches of images to L2-normalised
 embeddings of one dimension. Each encoder declares its preprocessing (``Preprocess``): data-loader workers

@@ -1,4 +1,4 @@
-"""The method contract (DESIGN.md, "Methods and the engine"): what a training method gives the engine.
+"""The method contract (docs/architecture.md, "Methods: the contract"): what a training method gives the engine.
 
 A method is one module under ``models/`` that subclasses ``Method`` and registers itself with
 ``@register_method("<name>")`` (``models.registry``: found by itself, no list to edit). It declares its config
@@ -32,6 +32,7 @@ from torch import nn
 
 from models.data import augment, style_jitter
 from models.interface import Preprocess, RetrievalModel, TorchRetrievalModel
+from sbir.config import ConfigError
 
 
 @dataclass
@@ -61,7 +62,7 @@ def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) ->
     """``terms`` with their weighted sum (in the terms' order) under ``total``; a weight naming no term is an error."""
     unknown = set(weights) - set(terms)
     if unknown:
-        raise ValueError(f"unknown loss weight(s) {sorted(unknown)}; terms: {sorted(terms)}")
+        raise ConfigError(f"loss_weights: unknown loss term(s) {sorted(unknown)}; terms: {sorted(terms)}")
     terms["total"] = sum(weights.get(name, 0.0) * value for name, value in terms.items())
     return terms
 

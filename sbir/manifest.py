@@ -1,6 +1,6 @@
 """The manifest: one row per image, the only way later stages find images.
 
-Columns (DESIGN.md): ``path`` (relative to the manifest's image root), ``domain`` (sketch | photo),
+Columns (docs/architecture.md): ``path`` (relative to the manifest's image root), ``domain`` (sketch | photo),
 ``category``, ``instance_id`` (the photo a sketch was drawn from; null when unknown), ``split``
 (train | test_seen | test_unseen) and ``content_hash`` (SHA-256 of the file's bytes). Stored as Parquet
 with the dataset name and image root in the file's metadata.

@@ -48,7 +48,7 @@ PIPELINE_CLIP = "pretrain_clip"  # clip_prompt.model.clip: the CLIP the pipeline
 
 @dataclass
 class ClipPromptConfig:
-    """``params.yaml`` ``clip_prompt.model``; defaults = the small pipeline config."""
+    """``params.yaml`` ``clip_prompt.model``: types and checks here, the values there."""
 
     clip: str  # pretrain_clip (the pipeline's CLIP for train.dataset), a CLIP folder, or open_clip:<architecture>
     pretrained: str | None  # open_clip only: a tag (openai, laion2b_s34b_b79k...) or a local weights file

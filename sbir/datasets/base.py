@@ -67,11 +67,8 @@ def available() -> list[str]:
 def create(name: str, **params: Any) -> Dataset:
     """Construct a registered dataset from its params section, every key and value type-checked."""
     if name not in _REGISTRY:
-        raise KeyError(f"unknown dataset '{name}'; registered: {available()}")
-    try:
-        return build(_REGISTRY[name], params, f"prepare.{name}")
-    except ConfigError as error:
-        raise DatasetError(str(error)) from error
+        raise ConfigError(f"unknown dataset '{name}'; registered: {available()}")
+    return build(_REGISTRY[name], params, f"prepare.{name}")
 
 
 def summarize(frame: pd.DataFrame) -> dict[str, Any]:

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from sbir.config import ConfigError
 from sbir.datasets import DatasetError, create, summarize
 from sbir.datasets.openmoji import (draw_unseen_categories, emoji_test_file, load_catalogue, load_split,
                                     openmoji_svg_dir, select_categories, stable_fraction)
@@ -92,7 +93,7 @@ def test_prepare_is_deterministic(tiny_openmoji: Path, tmp_path: Path) -> None:
 def test_bad_parameters_are_rejected() -> None:
     with pytest.raises(DatasetError, match="image_size"):
         create("openmoji_zs", **params_section("prepare.openmoji_zs", image_size=4))
-    with pytest.raises(DatasetError, match=r"prepare.openmoji_zs: unknown key\(s\) \['colour'\]"):
+    with pytest.raises(ConfigError, match=r"prepare.openmoji_zs: unknown key\(s\) \['colour'\]"):
         create("openmoji_zs", **params_section("prepare.openmoji_zs", colour=True))
-    with pytest.raises(DatasetError, match="prepare.openmoji_zs.image_size: expected int, got '64'"):
+    with pytest.raises(ConfigError, match="prepare.openmoji_zs.image_size: expected int, got '64'"):
         create("openmoji_zs", **params_section("prepare.openmoji_zs", image_size="64"))

@@ -61,7 +61,7 @@ def test_triplet_and_loss_weights_on_hand_made_cases() -> None:
     assert float(batch_hard_triplet(sketch, sketch, labels, labels, 0.2)) == 0.0  # perfect: positives at 1, negatives 0
     swapped = sketch.flip(0)
     assert float(batch_hard_triplet(sketch, swapped, labels, labels, 0.2)) == pytest.approx(1.2)
-    with pytest.raises(ValueError, match="unknown loss weight"):
+    with pytest.raises(ValueError, match="unknown loss term"):
         net = ZSE(replace(METHOD.config, loss_weights={"nonsense": 1.0})).build(2)
         out = {"sketch": sketch, "photo": sketch, "logits": torch.zeros(4, 2), "relation": torch.full((4,), 0.5)}
         zse_losses(net, out, Batch(sketch, sketch, labels, labels, torch.eye(2, dtype=torch.bool)))
