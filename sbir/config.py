@@ -25,7 +25,7 @@ from typing import Annotated, Any, TypeVar, Union
 
 import yaml
 
-from sbir.errors import ConfigError
+from sbir.errors import ConfigError, SbirError
 
 DEFAULT_PARAMS = Path("params.yaml")
 T = TypeVar("T")
@@ -260,6 +260,8 @@ def build(target: type[T] | Any, values: dict[str, Any] | None, where: str) -> T
     checked = {key: coerce(value, parameters[key][0], f"{where}.{key}") for key, value in values.items()}
     try:
         return target(**checked)
+    except SbirError:
+        raise  # the constructor's own error already says what is wrong (e.g. a DatasetError)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}: {error}") from error
 

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmark_fixtures import make_quickdraw_tree, make_sketchy_tree, make_tuberlin_tree
+from sbir.config import ConfigError
 from sbir.datasets import DatasetError, available, create
 from sbir.datasets.benchmark_lists import shipped_class_list
 from sbir.manifest import file_sha256, read_manifest
@@ -289,8 +290,8 @@ def test_bad_parameters_raise_dataset_error(tmp_path):
         create("sketchy21", root=tmp_path, layout="doodle")
     with pytest.raises(DatasetError, match="split_source"):
         create("tuberlin30", root=tmp_path, split_source="csv")
-    with pytest.raises(DatasetError):
-        create("tuberlin30", root=tmp_path, drop_duplicate_photos=True)  # Sketchy-only option
+    with pytest.raises(ConfigError, match=r"prepare.tuberlin30: unknown key\(s\) \['drop_duplicate_photos'\]"):
+        create("tuberlin30", root=tmp_path, drop_duplicate_photos=True)  # Sketchy-only option: a config mistake
 
 
 def test_relative_root_is_stored_relative_to_the_manifest(tmp_path, monkeypatch):
