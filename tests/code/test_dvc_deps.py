@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import REPO_ROOT
 
 # Top-level packages of the project (folders holding an __init__.py).
@@ -168,6 +169,24 @@ def missing_deps(cmd: str, deps: tuple[str, ...]) -> dict[str, list[str]]:
     return missing
 
 
+def model_code() -> set[str]:
+    """dvc.yaml's ``models`` entries' ``code`` and ``needs``: the code a stage loads by name (through the registry)."""
+    pipeline = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    models = next(entry["models"] for entry in pipeline["vars"] if "models" in entry)
+    return {path for entry in models.values() for path in (entry["code"], entry["needs"])}
+
+
+def stale_deps(cmd: str, deps: tuple[str, ...]) -> list[str]:
+    """Project Python files a stage lists as deps but never runs: editing them would re-run it for nothing."""
+    roots = model_code()
+    module = entry_module(cmd)
+    reached = set(import_chains(module)) if module is not None and module_file(module) is not None else set()
+    for path in declared_code(tuple(dep for dep in deps if dep in roots)):
+        reached |= set(import_chains(module_name(path)))
+    return sorted(dep for dep in deps if dep.endswith(".py") and dep.split("/")[0] in PACKAGES
+                  and dep not in roots and REPO_ROOT / dep not in reached)
+
+
 def test_dvc_resolves_the_stages() -> None:
     stages = dvc_stages()
     assert stages, "no stage in dvc.yaml"
@@ -202,3 +221,11 @@ def test_the_walker_sees_every_kind_of_import() -> None:
     assert entry_module("python stages/train.py") == "stages.train"
     assert covered("sbir/datasets/openmoji.py", ("sbir/datasets",))
     assert not covered("sbir/datasets_extra.py", ("sbir/datasets",))
+
+
+@pytest.mark.parametrize("stage", sorted({address.split("@")[0] for address, _, _ in dvc_stages()}))
+def test_no_dep_is_code_the_stage_never_runs(stage: str) -> None:
+    """A foreach stage shares one deps list: a file is stale when no instance of the stage runs it."""
+    instances = [(cmd, deps) for address, cmd, deps in dvc_stages() if address.split("@")[0] == stage]
+    stale = set.intersection(*(set(stale_deps(cmd, deps)) for cmd, deps in instances))
+    assert sorted(stale) == [], f"dvc.yaml stage {stage!r} lists code that none of its instances runs"
