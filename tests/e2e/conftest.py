@@ -1,5 +1,6 @@
-"""End-to-end fixtures: Prefect's test harness (a temporary server and database, once per module) and one
-pipeline project shared by the flow and schedule tests (each restores what it changes)."""
+"""End-to-end fixtures: Prefect's test harness (a temporary server and database, once per module) and the
+sized-down pipeline reproduced once per session, which the DVC, flow, schedule and new-method tests start from
+(each on its own copy, so DVC re-runs only what that test changes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import make_pipeline_project
+from helpers import commit, make_pipeline_project, run_command
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +31,15 @@ def _owner_module(callback: object) -> str:
 
 
 @pytest.fixture(scope="session")
-def flow_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A committed pipeline project (sized down through params), not yet reproduced."""
-    return make_pipeline_project(tmp_path_factory.mktemp("flow_project"))
+def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git + DVC project holding this repository's pipeline, sized down through params only, reproduced once
+    for the session (`dvc repro`: every stage of every model; its output in ``.first-repro.log``) and committed
+    with its dvc.lock. No test changes it: each works on a copy (``helpers.copy_project``)."""
+    root = make_pipeline_project(tmp_path_factory.mktemp("reproduced"))
+    first = run_command(["dvc", "repro"], root)
+    (root / ".first-repro.log").write_text(first.stdout + first.stderr)
+    commit(root, "lock")
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The real dvc.yaml, run by real DVC in a scratch copy of the project, with a local-folder remote.
 
-The module's project is reproduced once by its fixture; each test restores what it changes, so the tests pass
-in any order."""
+The module works on one copy of the session's reproduced project (e2e conftest: reproduced once per session);
+each test restores what it changes, so the tests pass in any order."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import commit, make_pipeline_project, run_command
+from helpers import copy_project, run_command
 
 from sbir.manifest import read_manifest
 
@@ -20,24 +20,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git + DVC project holding this repository's pipeline, sized down through params only, reproduced."""
-    root = make_pipeline_project(tmp_path_factory.mktemp("project"))
-    first = run_command(["dvc", "repro"], root)
-    (root / ".first-repro.log").write_text(first.stdout + first.stderr)
-    commit(root, "lock")
-    return root
+def project(reproduced_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's project: this repository's pipeline, sized down through params only, reproduced
+    (the output of its first `dvc repro` in ``.first-repro.log``) and committed."""
+    return copy_project(reproduced_project, tmp_path_factory.mktemp("project") / "project")
 
 
 def _changed(project: Path) -> set[str]:
     """Stages `dvc status` would re-run."""
     status = json.loads(run_command(["dvc", "status", "--json"], project).stdout or "{}")
     return {name.split(":")[-1] for name in status}
-
-
-def commit(root: Path, message: str) -> None:
-    run_command(["git", "add", "-A"], root)
-    run_command(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", message], root)
 
 
 def test_repro_runs_every_stage_of_every_model(project: Path) -> None:
@@ -144,6 +136,9 @@ def test_corrupt_image_stops_the_pipeline_at_validate(project: Path) -> None:
 
 
 def test_experiment_with_a_changed_parameter(project: Path) -> None:
+    """A method's training hyperparameter, like the README's `dvc exp run -S dsn.train.epochs=20` (DVCLive then
+    logs inside the experiment). DSN's, quick to re-train: the experiment re-runs DSN's train, embed and evaluate
+    and the stages after them (register, index), not the whole pipeline."""
     run_command(["dvc", "exp", "run", "-S", "dsn.train.lr=0.005", "--name", "lr5"], project)
     shown = run_command(["dvc", "exp", "show", "--json"], project).stdout
     assert "lr5" in shown and "0.005" in shown

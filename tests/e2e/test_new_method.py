@@ -1,17 +1,16 @@
 """Adding a method is exactly one module under models/, one params.yaml section and one line of dvc.yaml's
-``models`` list: a toy method added so to a copy of the project trains, embeds and evaluates through the real
-DVC stages (and the upstream ones they need)."""
+``models`` list: a toy method added so to a copy of the session's reproduced project trains, embeds and evaluates
+through the real DVC stages (the upstream ones they need are found up to date)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from helpers import TOY_DVC_ENTRY, TOY_METHOD, TOY_PARAMS, run_command
+from helpers import TOY_DVC_ENTRY, TOY_METHOD, TOY_PARAMS, copy_project, run_command
 
 pytestmark = pytest.mark.slow
 STAGES = ("train@toy", "embed@toy", "evaluate@toy")
@@ -23,11 +22,10 @@ def _changed_files(root: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def toy_project(flow_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str], str]:
-    """A copy of the session's pipeline project (what it has reproduced already is reused, prepared data
-    included) with the toy added, reproduced: (project, the files the addition changed, the repro's output)."""
-    root = tmp_path_factory.mktemp("toy") / "project"
-    shutil.copytree(flow_project, root, symlinks=True, ignore=shutil.ignore_patterns(".bentoml"))
+def toy_project(reproduced_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str], str]:
+    """A copy of the session's reproduced project (prepared data, validation and restyled sketches reused) with
+    the toy added, reproduced: (project, the files the addition changed, the repro's output)."""
+    root = copy_project(reproduced_project, tmp_path_factory.mktemp("toy") / "project", without=(".bentoml",))
     before = _changed_files(root)
     (root / "models/toy.py").write_text(TOY_METHOD)
     with (root / "params.yaml").open("a") as params:

@@ -25,7 +25,7 @@ def test_built_bento_serves_search_and_the_page(serving_bundle: tuple[Path, Path
     project = tmp_path / "project"
     for name in ("serving", "models", "sbir"):
         shutil.copytree(REPO_ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("bentofile.yaml", "requirements.lock"):
+    for name in ("bentofile.yaml", "requirements.lock", "params.yaml"):
         shutil.copy(REPO_ROOT / name, project / name)
     shutil.copytree(bundle, project / "artifacts/serving/bundle")
     env = {**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": f"{project}{os.pathsep}{REPO_ROOT}"}

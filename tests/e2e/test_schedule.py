@@ -1,5 +1,6 @@
 """A real Prefect server on 127.0.0.1 and a runner serving the training flow on a short schedule: a run the
-scheduler created (not a manual trigger) completes with its artifacts, then everything stops cleanly."""
+scheduler created (not a manual trigger) completes with its artifacts, then everything stops cleanly. The flow
+runs in a copy of the session's reproduced project: what it finds up to date DVC does not run again."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import run_command
+from helpers import copy_project, run_command
 
 from flows import schedule
 
@@ -32,9 +33,10 @@ def _api(url: str, path: str, body: dict) -> list[dict]:
         return json.loads(response.read())
 
 
-def test_a_scheduled_run_completes_with_its_artifacts(flow_project: Path, tmp_path: Path) -> None:
+def test_a_scheduled_run_completes_with_its_artifacts(reproduced_project: Path, tmp_path: Path) -> None:
+    project = copy_project(reproduced_project, tmp_path / "project")
     home, port = tmp_path / "prefect", _free_port()
-    state = schedule.start(home, flow_project, port=port, interval=20,
+    state = schedule.start(home, project, port=port, interval=20,
                            parameters={"models": ["baseline_hog"], "register_champion": False})
     url = state["api_url"]
     try:
@@ -63,4 +65,4 @@ def test_a_scheduled_run_completes_with_its_artifacts(flow_project: Path, tmp_pa
     for pid in state["pids"].values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    run_command(["dvc", "status"], flow_project)  # the checkout is left usable
+    run_command(["dvc", "status"], project)  # the checkout is left usable

@@ -1,4 +1,9 @@
-"""The training flow under Prefect's test harness, running the real DVC stages of a sized-down project."""
+"""The training flow under Prefect's test harness, running the real DVC stages of a sized-down project.
+
+The module's project is a copy of the session's reproduced one, as a fresh machine has it (an empty model
+store), after a commit that re-seeds the method the reproduction made champion: the flow re-trains that method,
+evaluates, registers the best into the store and packages it, and finds every other stage up to date. Each test
+restores what it changes."""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import commit, run_command
+import yaml
+from helpers import commit, copy_project, run_command
 
 from flows.training import ValidationFailed, training_flow
 from sbir.manifest import read_manifest
@@ -35,6 +41,22 @@ def _task_names(flow_run_id) -> list[str]:
     return sorted(run.name for run in runs)
 
 
+def _reseeded(reproduced_project: Path) -> str:
+    """The method the session's reproduction made champion, which the module's commit re-seeds."""
+    return json.loads((reproduced_project / "artifacts/register/openmoji_zs.json").read_text())["decision"]["method"]
+
+
+@pytest.fixture(scope="module")
+def flow_project(reproduced_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = copy_project(reproduced_project, tmp_path_factory.mktemp("flow") / "project", without=(".bentoml",))
+    method = _reseeded(reproduced_project)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params[method]["train"]["seed"] += 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit(root, f"re-seed {method}")
+    return root
+
+
 @pytest.fixture(scope="module")
 def first_run(flow_project: Path, prefect_harness: None) -> dict:
     result = training_flow(repo=str(flow_project))
@@ -42,12 +64,17 @@ def first_run(flow_project: Path, prefect_harness: None) -> dict:
     return result
 
 
-def test_full_flow_trains_evaluates_registers_and_reports(first_run: dict, flow_project: Path) -> None:
+def test_full_flow_trains_evaluates_registers_and_reports(first_run: dict, flow_project: Path,
+                                                          reproduced_project: Path) -> None:
     targets = [stage["target"] for stage in first_run["stages"]]
     assert targets[:2] == ["validate@openmoji_zs", "restyle@openmoji_zs"]
     assert targets[-3:] == ["register", "index", "package"]
     for model in MODELS:  # the flow trains and compares every model of dvc.yaml, all three methods included
         assert targets.index(f"train@{model}") < targets.index(f"embed@{model}") < targets.index(f"evaluate@{model}")
+    # it ran what the commit changed, through to a new Bento, and found every other stage up to date
+    method = _reseeded(reproduced_project)
+    ran = {stage["target"] for stage in first_run["stages"] if stage["ran"]}
+    assert ran == {f"train@{method}", f"embed@{method}", f"evaluate@{method}", "register", "index", "package"}
     # the best trained method becomes champion (baselines are compared, not registered) and is what the Bento serves
     scores = {m: json.loads((flow_project / f"artifacts/eval/openmoji_zs/{m}/metrics.json").read_text())
               ["zero_shot"]["map_all/sklearn/query"] for m in METHODS}
@@ -69,11 +96,13 @@ def test_a_challenger_that_does_not_beat_the_margin_is_not_promoted(first_run: d
     method = registry.champion("openmoji_zs", PROTOCOL)["method"]
     champion = registry.champion("openmoji_zs", PROTOCOL)["version"]
     params_before = (flow_project / "params.yaml").read_text()
+    seed = yaml.safe_load(params_before)[method]["train"]["seed"]
+    assert seed != 7
     try:
         result = training_flow(repo=str(flow_project), models=[method], package=False,
                                set_params=[f"{method}.train.seed=7", "register.margin=1.0"])
         assert f"dvc exp run -S {method}.train.seed=7 -S register.margin=1.0" in result["report"]
-        assert f"| {method}.train.seed | 0 | 7 |" in result["report"]  # the run lists what it changed
+        assert f"| {method}.train.seed | {seed} | 7 |" in result["report"]  # the run lists what it changed
         assert "registered, not promoted" in result["report"]
         assert registry.champion("openmoji_zs", PROTOCOL)["version"] == champion
         assert len(registry.ledger()["registrations"]) == 2
