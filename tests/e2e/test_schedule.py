@@ -33,10 +33,14 @@ def _api(url: str, path: str, body: dict) -> list[dict]:
         return json.loads(response.read())
 
 
-def test_a_scheduled_run_completes_with_its_artifacts(reproduced_project: Path, tmp_path: Path) -> None:
+def test_a_scheduled_run_completes_with_its_artifacts(reproduced_project: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     project = copy_project(reproduced_project, tmp_path / "project")
     home, port = tmp_path / "prefect", _free_port()
-    state = schedule.start(home, project, port=port, interval=20,
+    # the first run is due one interval after the runner creates the deployment; the runner (which inherits this
+    # environment) looks for due runs every second instead of every 10 s
+    monkeypatch.setenv("PREFECT_RUNNER_POLL_FREQUENCY", "1")
+    state = schedule.start(home, project, port=port, interval=10,
                            parameters={"models": ["baseline_hog"], "register_champion": False})
     url = state["api_url"]
     try:
@@ -48,7 +52,7 @@ def test_a_scheduled_run_completes_with_its_artifacts(reproduced_project: Path, 
             completed = [run for run in runs if run["state"]["type"] == "COMPLETED"]
             failed = [run for run in runs if run["state"]["type"] in ("FAILED", "CRASHED")]
             assert not failed, f"scheduled run failed; runner log:\n{(home / 'runner.log').read_text()[-4000:]}"
-            time.sleep(3)
+            time.sleep(1)
         assert completed, f"no run completed; runner log:\n{(home / 'runner.log').read_text()[-4000:]}"
         run = completed[0]
         assert run["auto_scheduled"] is True, "the run was created by the scheduler, not triggered by hand"
