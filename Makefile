@@ -65,11 +65,17 @@ serve: setup
 flow: setup
 	zssbir flow
 
+# Tests run on $(TEST_WORKERS) pytest-xdist workers, a test file at a time (module fixtures are built once; the
+# files of the real server share one worker: tests/conftest.py); the reproduced pipeline that the DVC, flow and
+# schedule tests copy is built once for all, in the background (tests/shared_build.py).
+TEST_WORKERS ?= 2
+PYTEST := pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: setup
-	pytest -q
+	$(PYTEST)
 
 test-fast: setup
-	pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: setup
 	python benchmarks/bench_prepare.py

@@ -147,6 +147,15 @@ def draw_strokes(driver, canvas, strokes: Sequence[Sequence[Sequence[float]]], s
     builder.perform()
 
 
+def wait_for_page_ready(driver, timeout: float = 30.0) -> str:
+    """Wait until the page has asked ``/info`` and shown its answer (``body.dataset.info``: loaded or failed)
+    and is idle; returns how ``/info`` went. The page is idle from its first paint, before ``/info`` answers."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    script = "const d = document.body.dataset; return d.state === 'idle' ? (d.info || '') : '';"
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda drv: drv.execute_script(script))
+
+
 def wait_for_state(driver, state: str, previous_searches: int = -1, timeout: float = 20.0) -> int:
     """Wait until ``body.dataset.state == state`` after more than ``previous_searches`` completed searches, with
     no search scheduled; returns the count of completed searches."""

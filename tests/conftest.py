@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 # One thread per process for torch, OpenMP and BLAS unless the caller sets it: the tests' models are tiny, and
@@ -12,6 +13,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
+import shared_build  # noqa: E402
 from helpers import make_image_dataset, params_section  # noqa: E402
 
 from sbir.env import apply_offline_defaults  # noqa: E402
@@ -34,3 +36,35 @@ def tiny_openmoji(tmp_path_factory: pytest.TempPathFactory) -> Path:
     create("openmoji_zs", **params_section("prepare.openmoji_zs", max_items_per_category=2, sketches_per_item=2, image_size=64,
            workers=min(2, os.cpu_count() or 1))).prepare(out, progress=False)
     return out
+
+
+TESTS = Path(__file__).resolve().parent
+SERVING_FIXTURES = ("serving_bundle", "service_url")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile`` (``make test``), refined: a test file runs on one worker (its module fixtures are built
+    once), and every file that uses the session's real server goes to the same worker (one server, not two).
+    (``--dist loadgroup`` would say it with marks, but pytest-xdist 3.8 cannot group under pytest 9.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    serving = {path.relative_to(TESTS.parent).as_posix() for path in TESTS.rglob("test_*.py")
+               if any(name in path.read_text() for name in SERVING_FIXTURES)}
+
+    class FilesAndServer(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "serving" if module in serving else module
+
+    return FilesAndServer(config, log)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_builds(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Starts, in the background, the expensive builds this run's tests need, once for all xdist workers."""
+    started = shared_build.start_needed(request.session.items, tmp_path_factory)
+    yield
+    shared_build.finish(started)

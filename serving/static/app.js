@@ -528,9 +528,11 @@
       if (Array.isArray(info.categories)) {
         categoryList.replaceChildren(...info.categories.map((name) => new Option(String(name))));
       }
+      document.body.dataset.info = "loaded";
     } catch (error) {
       modelInfo.textContent = `Model information unavailable: ${error.message}`;
       modelInfo.classList.add("error");
+      document.body.dataset.info = "failed";
     }
   }
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import commit, make_pipeline_project, run_command
+import shared_build
+from shared_build import REPRODUCED
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +34,10 @@ def _owner_module(callback: object) -> str:
 @pytest.fixture(scope="session")
 def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git + DVC project holding this repository's pipeline, sized down through params only, reproduced once
-    for the session (`dvc repro`: every stage of every model; its output in ``.first-repro.log``) and committed
-    with its dvc.lock. No test changes it: each works on a copy (``helpers.copy_project``)."""
-    root = make_pipeline_project(tmp_path_factory.mktemp("reproduced"))
-    first = run_command(["dvc", "repro"], root)
-    (root / ".first-repro.log").write_text(first.stdout + first.stderr)
-    commit(root, "lock")
-    return root
+    for the whole run (`dvc repro`: every stage of every model; its output in ``.first-repro.log``) and committed
+    with its dvc.lock; started in the background when the run begins (``build_reproduced``, ``shared_build``).
+    No test changes it: each works on a copy (``helpers.copy_project``)."""
+    return shared_build.wait(shared_build.shared_root(tmp_path_factory) / REPRODUCED) / "project"
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import canvas_ink, chromium_available, draw_strokes, headless_chromium, searches, wait_for_state
+from browser import canvas_ink, chromium_available, draw_strokes, headless_chromium, searches, wait_for_page_ready, wait_for_state
 from PIL import Image
 
 MISSING = chromium_available()
@@ -196,11 +196,10 @@ def driver():
 @pytest.fixture
 def page(driver, fake_service):
     """The sketch pad freshly loaded, model information shown."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
     base, state = fake_service
     driver.get(base + "/ui/")
-    WebDriverWait(driver, 10).until(lambda d: "dsn" in d.find_element("id", "model-info").text)
+    assert wait_for_page_ready(driver) == "loaded"
+    assert "dsn" in driver.find_element("id", "model-info").text
     return driver, state
 
 

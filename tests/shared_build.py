@@ -1,0 +1,81 @@
+"""Expensive session fixtures built once per test run, however many pytest-xdist workers run it.
+
+The first worker to start a test claims a build (an exclusive file), starts it in the background (a subprocess, so
+it runs while that worker goes on with other tests) and waits for it at the end of its session; every worker that
+needs the result waits for the build's ``done`` marker. Without xdist the one process plays every part."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DONE, FAILED, LOG = "done", "failed", "build.log"
+TESTS = Path(__file__).resolve().parent
+REPRODUCED = "reproduced"
+# fixture name -> (its folder under the shared root, the script of tests/ that builds it there, its arguments)
+BUILDS = {"reproduced_project": (REPRODUCED, "build_reproduced.py", ["project"])}
+
+
+def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder every worker of this run sees: the run's base temp (xdist gives each worker a folder below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def start_needed(items: list[pytest.Item], tmp_path_factory: pytest.TempPathFactory) -> list[subprocess.Popen]:
+    """Start each build of ``BUILDS`` that a collected test needs and no other worker has claimed."""
+    started = []
+    for fixture, (name, script, arguments) in BUILDS.items():
+        if any(fixture in getattr(item, "fixturenames", ()) for item in items):
+            process = start(shared_root(tmp_path_factory) / name, [sys.executable, str(TESTS / script), *arguments])
+            started += [process] if process else []
+    return started
+
+
+def finish(processes: list[subprocess.Popen]) -> None:
+    """Wait for the builds this worker started (other workers may need them); stop them if the wait is cut."""
+    try:
+        for process in processes:
+            process.wait()
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+
+
+def start(folder: Path, command: list[str]) -> subprocess.Popen | None:
+    """Start ``command`` (it builds into ``folder`` and must exit 0) unless another process already claimed it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(folder / "claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return None
+    log = open(folder / LOG, "w")  # noqa: SIM115 - the child writes it until it ends
+    wrapper = ("import subprocess, sys, pathlib; folder = pathlib.Path(sys.argv[1]); "
+               "code = subprocess.call(sys.argv[2:]); "
+               "(folder / ('done' if code == 0 else 'failed')).write_text(str(code)); sys.exit(code)")
+    return subprocess.Popen([sys.executable, "-c", wrapper, str(folder), *command], stdout=log, stderr=log,
+                            cwd=folder, start_new_session=True)
+
+
+def wait(folder: Path, timeout: float = 1800) -> Path:
+    """Block until the build in ``folder`` ends; its log on failure (or after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (folder / DONE).exists():
+            return folder
+        if (folder / FAILED).exists():
+            raise RuntimeError(f"the shared build in {folder} failed:\n{_tail(folder)}")
+        time.sleep(0.5)
+    raise TimeoutError(f"the shared build in {folder} did not end within {timeout:.0f} s:\n{_tail(folder)}")
+
+
+def _tail(folder: Path) -> str:
+    log = folder / LOG
+    return log.read_text()[-4000:] if log.exists() else "(no log)"
