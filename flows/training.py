@@ -39,9 +39,12 @@ def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_retry_if_transient, task_run_name="{target}")
 def run_stage(target: str, repo: Path, log_dir: Path, single_item: bool = False,
-              set_params: list[str] | None = None) -> dict[str, Any]:
-    """One DVC stage (``dvc repro``, or ``dvc exp run -S`` when parameters change)."""
-    if set_params:
+              set_params: list[str] | None = None, known_up_to_date: bool = False) -> dict[str, Any]:
+    """One DVC stage (``dvc repro``, or ``dvc exp run -S`` when parameters change); ``known_up_to_date``: the
+    flow's `dvc status` already found nothing to run for it (``dvc.PipelineStatus``), so DVC is not started."""
+    if known_up_to_date:
+        result = dvc.skipped(target, log_dir)
+    elif set_params:
         result = dvc.exp_run(target, set_params, repo, log_dir, STAGE_TIMEOUT_S)
     else:
         result = dvc.repro(target, repo, log_dir, single_item, STAGE_TIMEOUT_S)
@@ -64,10 +67,14 @@ def train_distributed(model: str, repo: Path, log_dir: Path, nproc_per_node: int
     return dvc.run_dvc(["commit", "--force", f"train@{model}"], f"commit-train@{model}", repo, log_dir).to_dict()
 
 
-def _stage(target: str, repo: Path, log_dir: Path, runs: list[dict[str, Any]], **options: Any) -> None:
-    """Run a stage; on failure publish its log tail and stop the flow."""
+def _stage(target: str, repo: Path, log_dir: Path, runs: list[dict[str, Any]],
+           status: dvc.PipelineStatus | None = None, **options: Any) -> None:
+    """Run a stage (or record it up to date, where ``status`` says so); on failure publish its log tail and stop
+    the flow."""
+    ran = {run["target"] for run in runs if run["ran"]}
     try:
-        runs.append(run_stage(target, repo, log_dir, **options))
+        runs.append(run_stage(target, repo, log_dir, known_up_to_date=bool(status and status.up_to_date(target, ran)),
+                              **options))
     except dvc.StageFailed as error:
         create_markdown_artifact(reporting.stage_failure_markdown(target, error.returncode, error.log_path,
                                                                   error.log_tail),
@@ -128,19 +135,20 @@ def training_flow(dataset: str | None = None, models: list[str] | None = None, s
     logger.info("dataset %s, models %s; parameters: %s", dataset, chosen, source)
     runs: list[dict[str, Any]] = []
     _validate(dataset, root, log_dir, runs, changes)
-    _stage(f"restyle@{dataset}", root, log_dir, runs)
+    status = None if changes else dvc.pipeline_status(root)  # after the data gate: it may have re-run validate
+    _stage(f"restyle@{dataset}", root, log_dir, runs, status)
     for model in chosen:
         if launcher == "torchrun" and nproc_per_node > 1:
             runs.append(train_distributed(model, root, log_dir, nproc_per_node))
         else:
-            _stage(f"train@{model}", root, log_dir, runs)
-        _stage(f"embed@{model}", root, log_dir, runs)
-        _stage(f"evaluate@{model}", root, log_dir, runs)
+            _stage(f"train@{model}", root, log_dir, runs, status)
+        _stage(f"embed@{model}", root, log_dir, runs, status)
+        _stage(f"evaluate@{model}", root, log_dir, runs, status)
     if register_champion:
-        _stage("register", root, log_dir, runs, single_item=True)
+        _stage("register", root, log_dir, runs, status, single_item=True)
         if package:  # the champion's gallery index, then the Bento
-            _stage("index", root, log_dir, runs, single_item=True)
-            _stage("package", root, log_dir, runs, single_item=True)
+            _stage("index", root, log_dir, runs, status, single_item=True)
+            _stage("package", root, log_dir, runs, status, single_item=True)
     report = reporting.run_markdown(dataset, root, runs, source, dvc.params_diff(root))
     create_markdown_artifact(report, key=f"training-report-{dataset.replace('_', '-')}",
                              description=f"training run on {dataset}")

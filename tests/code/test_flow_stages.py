@@ -57,3 +57,33 @@ def test_plans_are_checked_before_anything_runs() -> None:
         _plan(REPO_ROOT, None, ["nope"], None)
     with pytest.raises(ValueError, match="key=value"):
         _plan(REPO_ROOT, None, None, ["dsn.train.epochs"])
+
+
+def test_pipeline_status_knows_which_stages_a_repro_would_leave_alone(tmp_path: Path) -> None:
+    """a → b → c (through files and a folder) and d on its own; after a change to b's script, one `dvc status`
+    tells that a and d are up to date, b changed and c is downstream of it; a stage never run makes it unusable."""
+    run_command(["git", "init", "-q"], tmp_path)
+    run_command(["dvc", "init", "-q"], tmp_path)
+    for name in "abcd":
+        (tmp_path / f"{name}.sh").write_text("echo 1\n")
+    stages = {"a": {"cmd": "mkdir -p out && sh a.sh > out/a.txt", "deps": ["a.sh"], "outs": ["out/a.txt"]},
+              "b": {"cmd": "mkdir -p folder && sh b.sh > folder/b.txt", "deps": ["b.sh", "out/a.txt"],
+                    "outs": ["folder"]},
+              "c": {"cmd": "sh c.sh > c.txt", "deps": ["c.sh", "folder/b.txt"], "outs": ["c.txt"]},
+              "d": {"cmd": "sh d.sh > d.txt", "deps": ["d.sh"], "outs": ["d.txt"]}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    run_command(["dvc", "repro", "-q"], tmp_path)
+    fresh = dvc.pipeline_status(tmp_path)
+    assert fresh is not None and fresh.changed == set() and all(fresh.up_to_date(s, set()) for s in "abcd")
+    assert fresh.upstream == {"a": set(), "b": {"a"}, "c": {"a", "b"}, "d": set()}
+
+    (tmp_path / "b.sh").write_text("echo 2\n")
+    status = dvc.pipeline_status(tmp_path)
+    assert status is not None and status.changed == {"b"}
+    assert [s for s in "abcd" if status.up_to_date(s, set())] == ["a", "d"]
+    assert not status.up_to_date("c", {"b"}) and not status.up_to_date("unknown", set())
+    assert not fresh.up_to_date("c", {"a"})  # something upstream ran since the status was taken
+
+    stages["e"] = {"cmd": "echo e > e.txt", "outs": ["e.txt"]}  # never run: not in dvc.lock
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    assert dvc.pipeline_status(tmp_path) is None
