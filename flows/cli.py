@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sbir.env import apply_offline_defaults, apply_project_defaults
+from sbir.processes import replace_with, run_child
 
 
 @dataclass
@@ -26,7 +26,8 @@ class RunParams:
 
 
 def _dvc(*args: str) -> int:
-    return subprocess.call([str(Path(sys.executable).with_name("dvc")), *args])
+    """``dvc <args>`` to its end; SIGTERM/SIGINT/SIGHUP sent to ``zssbir`` reach it (``run_child``)."""
+    return run_child([str(Path(sys.executable).with_name("dvc")), *args])
 
 
 def _registry():
@@ -171,7 +172,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     tag = json.loads(bento_file.read_text())["tag"]
     bentoml = str(Path(sys.executable).with_name("bentoml"))
-    return subprocess.call([bentoml, "serve", tag, "--host", args.host, "--port", str(args.port)])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # zssbir becomes the server: a supervisor's SIGTERM stops it, and no orphan keeps the port
+    replace_with([bentoml, "serve", tag, "--host", args.host, "--port", str(args.port)])
+    return 0  # not reached
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -6,23 +6,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers import REPO_ROOT
-from serving_support import bentoml_server
+from serving_support import bentoml_server, free_port, wait_ready
 
 pytestmark = pytest.mark.slow
 
 
-def test_built_bento_serves_search_and_the_page(serving_bundle: tuple[Path, Path], tmp_path: Path,
-                                                tiny_openmoji: Path) -> None:
+@pytest.fixture(scope="module")
+def packaged(serving_bundle: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """(BENTOML_HOME, the project, its bento.json): ``package`` run in a project holding the serving bundle."""
     home, bundle = serving_bundle
-    project = tmp_path / "project"
+    project = tmp_path_factory.mktemp("packaged") / "project"
     for name in ("serving", "models", "sbir"):
         shutil.copytree(REPO_ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("bentofile.yaml", "requirements.lock", "params.yaml"):
@@ -32,7 +36,12 @@ def test_built_bento_serves_search_and_the_page(serving_bundle: tuple[Path, Path
     built = subprocess.run([sys.executable, "-m", "stages.package"], cwd=project, env=env, capture_output=True,
                            text=True, timeout=300)
     assert built.returncode == 0, built.stderr
-    record = json.loads((project / "artifacts/serving/bento.json").read_text())
+    return home, project, json.loads((project / "artifacts/serving/bento.json").read_text())
+
+
+def test_built_bento_serves_search_and_the_page(packaged: tuple[Path, Path, dict], tmp_path: Path,
+                                                tiny_openmoji: Path) -> None:
+    home, _, record = packaged
     assert record["tag"].startswith("zssbir:") and record["gallery_size"] == 174
     assert record["models"]["sketch"].startswith("zssbir-sketch:")
     elsewhere = tmp_path / "elsewhere"
@@ -52,6 +61,38 @@ def test_built_bento_serves_search_and_the_page(serving_bundle: tuple[Path, Path
         for path in sorted(probe_paths()):  # the Kubernetes manifests probe routes the built Bento answers
             with urllib.request.urlopen(f"{url}{path}", timeout=30) as probe:
                 assert probe.status == 200, path
+
+
+def test_sigterm_to_zssbir_serve_stops_the_server(packaged: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    """What a supervisor or container runtime does: SIGTERM to `zssbir serve` alone leaves no process behind and
+    frees the port."""
+    home, project, _ = packaged
+    port = free_port()
+    env = {**os.environ, "BENTOML_HOME": str(home), "ZSSBIR_TORCH_THREADS": "1"}
+    with open(tmp_path / "serve.log", "wb") as log:
+        server = subprocess.Popen([str(Path(sys.executable).with_name("zssbir")), "serve", "--port", str(port)],
+                                  cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", server, tmp_path / "serve.log")
+        server.send_signal(signal.SIGTERM)  # to zssbir alone, not to its process group
+        server.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while _group_alive(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _group_alive(server.pid), "a process of `zssbir serve` outlived it"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))  # the port is free again
+    finally:
+        if _group_alive(server.pid):
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def probe_paths() -> set[str]:

@@ -1,0 +1,56 @@
+"""Child processes that stop with their parent: what a supervisor, container runtime or terminal sends to the
+parent (SIGTERM, SIGINT, SIGHUP) reaches the child, and the parent waits for it before it ends itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+GRACE_SECONDS = 30.0
+
+
+def run_child(args: Sequence[str], **popen: Any) -> int:
+    """Run ``args`` to its end and return its exit status (128 + N when signal N ended it, as a shell reports).
+
+    On the main thread the signals of ``FORWARDED`` are passed on to the child while it runs; elsewhere (a Prefect
+    task's thread, where handlers cannot be set) an exception in the parent stops the child: SIGTERM, then SIGKILL
+    after ``GRACE_SECONDS``."""
+    process = subprocess.Popen(list(args), **popen)
+    previous = _forward_signals(process) if threading.current_thread() is threading.main_thread() else {}
+    try:
+        code = process.wait()
+    except BaseException:
+        _stop(process)
+        raise
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return 128 - code if code < 0 else code
+
+
+def _forward_signals(process: subprocess.Popen) -> dict[int, Any]:
+    def forward(number: int, _frame: object) -> None:
+        if process.poll() is None:
+            process.send_signal(number)
+
+    return {number: signal.signal(number, forward) for number in FORWARDED}
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def replace_with(args: Sequence[str]) -> None:
+    """Become ``args`` (``exec``): signals sent to this process reach the program itself; never returns."""
+    os.execv(args[0], list(args))
