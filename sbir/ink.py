@@ -18,6 +18,10 @@ from sbir.images import flatten_alpha
 
 INK_THRESHOLD = 0.5  # grey level (0 ink .. 1 paper) below which a stretched pixel counts as ink
 STROKE_THRESHOLD = 0.7  # for the skeleton, after smoothing: keeps anti-aliased and blocky (upscaled) strokes whole
+# A sketch with less ink than this share of its pixels (in strokes, specks not counted) is blank: nothing to
+# search with. 1e-3 is a stroke of a tenth of the side at a 1 % width; every style-shift sketch holds over 10x
+# more (the least, off_centre_partial at 128 px: 0.015; thin_grey 0.020; tests/code/test_sketch_styles.py).
+BLANK_INK_FRACTION = 1e-3
 
 
 def stretch_contrast(gray: np.ndarray, ink_percentile: float = 0.05, paper_percentile: float = 90.0,
@@ -57,6 +61,22 @@ def ink_skeleton(gray: np.ndarray, min_blob: float = 2e-4) -> np.ndarray:
     return skeletonize(ink)
 
 
+def ink_fraction(image: Image.Image, min_blob: float = 2e-4) -> float:
+    """The share of the picture's pixels that are ink of strokes: grey levels stretched as ``normalize_ink`` does,
+    specks smaller than ``min_blob`` of the area (noise, dust) not counted."""
+    ink = stretch_contrast(_gray(image)) < INK_THRESHOLD
+    labels, count = ndimage.label(ink, structure=np.ones((3, 3)))
+    if not count:
+        return 0.0
+    sizes = ndimage.sum(ink, labels, index=np.arange(1, count + 1))
+    return float(sizes[sizes >= max(2.0, min_blob * ink.size)].sum() / ink.size)
+
+
+def is_blank(image: Image.Image, threshold: float = BLANK_INK_FRACTION) -> bool:
+    """Whether a sketch holds too little ink to search with (``BLANK_INK_FRACTION``)."""
+    return ink_fraction(image) < threshold
+
+
 def redraw_strokes(skeleton: np.ndarray, size: int, width: float) -> np.ndarray:
     """A skeleton (any resolution) scaled to ``size`` and redrawn ``width`` pixels wide, anti-aliased; paper = 1."""
     if not skeleton.any():
@@ -71,7 +91,11 @@ def redraw_strokes(skeleton: np.ndarray, size: int, width: float) -> np.ndarray:
 
 def normalize_ink(image: Image.Image, size: int, stroke_width: float | None = None, margin: float = 0.08) -> Image.Image:
     """A sketch as dark strokes of one width (default ``size / 40`` px), centred in a white ``size`` square; RGB."""
-    gray = np.asarray(ImageOps.grayscale(flatten_alpha(image)), dtype=np.float32) / 255.0
-    framed = crop_to_ink(stretch_contrast(gray), margin)
+    framed = crop_to_ink(stretch_contrast(_gray(image)), margin)
     strokes = redraw_strokes(ink_skeleton(framed), size, stroke_width if stroke_width is not None else max(1.0, size / 40))
     return Image.fromarray((strokes * 255).round().astype(np.uint8)).convert("RGB")
+
+
+def _gray(image: Image.Image) -> np.ndarray:
+    """Grey levels in [0, 1] (0 black), transparency flattened onto white."""
+    return np.asarray(ImageOps.grayscale(flatten_alpha(image)), dtype=np.float32) / 255.0

@@ -23,7 +23,7 @@ from sbir.categories import normalize_category
 from sbir.explanations import draw_explanation
 from sbir.index import RetrievalIndex, top_k
 from serving.schemas import SearchHit
-from serving.uploads import BadUpload, UploadLimits, check_k
+from serving.uploads import BadUpload, UploadLimits, check_has_ink, check_k
 
 
 def png_data_url(image: Image.Image) -> str:
@@ -85,6 +85,7 @@ class SearchBundle:
         """The sketch's top-k gallery photos (optionally of one category), best first."""
         started = time.perf_counter()
         k = check_k(k, self.limits)
+        check_has_ink(sketch)
         query = self.encode([sketch], "sketch")
         if category:
             rows = self._category_rows(category)
@@ -121,6 +122,7 @@ class SearchBundle:
         if not isinstance(model, MatchExplainer):
             raise BadUpload(f"the served model ({self.meta['champion']['method']}) has no explain capability; "
                             f"its capabilities: {', '.join(self.capabilities)}", 422)
+        check_has_ink(sketch)
         photo = self.photo(photo_id)
         explanation = model.explain(sketch, photo, top=top)
         # drawn over what the encoders saw (ink-normalised, padded square), so patches line up with the grid
@@ -138,6 +140,7 @@ class SearchBundle:
         if not isinstance(model, PatchSynthesizer):
             raise BadUpload(f"the served model ({self.meta['champion']['method']}) cannot synthesize; "
                             f"its capabilities: {', '.join(self.capabilities)}", 422)
+        check_has_ink(sketch)
         _, found = self.index.search(self.encode([sketch], "sketch"), max(1, min(photos, self.size)))
         ids = [int(row) for row in found[0] if row >= 0]
         if not ids:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sbir.images import flatten_alpha
+from sbir.ink import BLANK_INK_FRACTION, ink_fraction
 
 
 @dataclass(frozen=True)
@@ -98,3 +99,13 @@ def check_k(k: int, limits: UploadLimits) -> int:
     if k > limits.max_k:
         raise BadUpload(f"k: {k} exceeds the limit of {limits.max_k} results per request", 422)
     return k
+
+
+def check_has_ink(sketch: Image.Image, field: str = "sketch") -> Image.Image:
+    """A 422 for a blank or near-blank sketch (``sbir.ink.BLANK_INK_FRACTION``): nothing to search with, where
+    the encoder would still return confident-looking neighbours of an empty page."""
+    fraction = ink_fraction(sketch)
+    if fraction < BLANK_INK_FRACTION:
+        raise BadUpload(f"{field}: the sketch is empty (its strokes cover {fraction:.3%} of the picture; at least "
+                        f"{BLANK_INK_FRACTION:.1%} is needed): draw something to search with", 422)
+    return sketch

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from helpers import params_section
 from PIL import Image, ImageDraw
 
 from sbir.datasets.openmoji import openmoji_svg_dir
 from sbir.datasets.strokes import SketchStyle, line_layer_strokes, perturb_strokes
 from sbir.datasets.styles import STYLES, render_style
-from sbir.ink import normalize_ink
+from sbir.ink import BLANK_INK_FRACTION, ink_fraction, is_blank, normalize_ink
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +70,55 @@ def test_ink_normalisation_centres_and_handles_blank_images() -> None:
     assert cols.max() - cols.min() > 40  # scaled up to fill the frame
     blank = normalize_ink(Image.new("RGBA", (50, 80), (0, 0, 0, 0)), 32)
     assert blank.size == (32, 32) and np.asarray(blank).min() == 255
+
+
+def _blank_or_nearly(kind: str) -> Image.Image:
+    rng = np.random.default_rng(0)
+    if kind == "white":
+        return Image.new("RGB", (300, 200), "white")
+    if kind == "one-colour":
+        return Image.new("RGB", (64, 64), (30, 90, 200))
+    if kind == "transparent":
+        return Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    if kind == "a-dot":  # a tap on the pad: 9 pixels of 256²
+        image = Image.new("L", (256, 256), 255)
+        image.paste(0, (100, 100, 103, 103))
+        return image
+    if kind == "scanner-noise":  # a blank page scanned: paper with sensor noise and dust specks
+        page = np.clip(rng.normal(235, 6, (256, 256)), 0, 255)
+        page[rng.integers(0, 256, 40), rng.integers(0, 256, 40)] = 60
+        return Image.fromarray(page.astype(np.uint8))
+    if kind == "a-short-tick":  # a stroke of 6 % of the side, 2 px wide
+        image = Image.new("L", (256, 256), 255)
+        ImageDraw.Draw(image).line((120, 120, 135, 120), fill=0, width=2)
+        return image
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["white", "one-colour", "transparent", "a-dot", "scanner-noise", "a-short-tick"])
+def test_blank_and_near_blank_sketches_are_blank(kind: str) -> None:
+    assert is_blank(_blank_or_nearly(kind)), ink_fraction(_blank_or_nearly(kind))
+
+
+def test_ink_fraction_counts_strokes_not_specks() -> None:
+    image = Image.new("L", (100, 100), 255)
+    ImageDraw.Draw(image).line((10, 50, 89, 50), fill=0, width=2)  # 80 × 2 pixels of ink
+    assert ink_fraction(image) == pytest.approx(160 / 10_000, abs=2e-3)
+    image.putpixel((5, 5), 0)  # a speck adds nothing
+    assert ink_fraction(image) == pytest.approx(160 / 10_000, abs=2e-3)
+    assert not is_blank(image)
+
+
+@pytest.mark.parametrize("image_size", [64, params_section("prepare.openmoji_zs")["image_size"]])
+def test_no_style_shift_sketch_is_blank(tiny_openmoji: Path, tmp_path: Path, image_size: int) -> None:
+    """Every style of the style-shift report (faint, tiny, thin, partial…), redrawn from the unseen sketches, holds
+    several times the blank threshold's ink, at the tests' size and at the default one."""
+    from sbir.datasets import create
+    from sbir.manifest import read_manifest
+
+    dataset = create("openmoji_zs", **params_section("prepare.openmoji_zs", image_size=image_size, workers=1))
+    rows = dataset.restyle(read_manifest(tiny_openmoji), tmp_path, tuple(STYLES), progress=False)
+    least = {style: min(ink_fraction(Image.open(tmp_path / path)) for path in group["path"])
+             for style, group in rows.groupby("style")}
+    assert set(least) == set(STYLES) and len(rows) >= 6 * 20
+    assert min(least.values()) > 5 * BLANK_INK_FRACTION, least

@@ -67,6 +67,13 @@ def animated(fmt: str) -> bytes:
     return encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=80, loop=0)
 
 
+def a_dot() -> bytes:
+    """A tap on the pad: 9 dark pixels on a 256² page (below the blank threshold, sbir.ink.BLANK_INK_FRACTION)."""
+    image = Image.new("L", (256, 256), 255)
+    image.paste(0, (100, 100, 103, 103))
+    return encode(image)
+
+
 def transparent() -> bytes:
     image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     image.paste((0, 0, 0, 255), (10, 10, 50, 20))
@@ -87,8 +94,8 @@ UNUSUAL_IMAGES: dict[str, Callable[[], bytes]] = {
     "webp": lambda: encode(drawing(), "WEBP"),
     "bmp": lambda: encode(drawing(), "BMP"),
     "tiff": lambda: encode(drawing(), "TIFF", compression="tiff_lzw"),
-    "1x1": lambda: encode(Image.new("RGB", (1, 1))),
-    "thin-100x1": lambda: encode(Image.new("L", (100, 1))),
+    "small-30x20": lambda: encode(drawing().resize((30, 20))),
+    "thin-100x3": lambda: encode(drawing().resize((100, 3))),
     "cmyk-tiff": lambda: encode(drawing().convert("CMYK"), "TIFF"),
     "float-tiff": lambda: encode(drawing().convert("F"), "TIFF"),
 }
@@ -160,6 +167,13 @@ BAD: dict[str, Bad] = {
     "pickle-body": Bad(lambda: {"content": b"\x80\x04K\x01.",
                                 "headers": {"content-type": "application/vnd.bentoml+pickle"}}, (415,),
                        ("pickle",)),
+    "blank-white": Bad(sketch(lambda: encode(Image.new("RGB", (400, 300), "white"))), (422,),
+                       ("sketch", "empty")),
+    "blank-transparent": Bad(sketch(lambda: encode(Image.new("RGBA", (64, 64), (0, 0, 0, 0)))), (422,),
+                             ("sketch", "empty")),
+    "blank-one-colour-1x1": Bad(sketch(lambda: encode(Image.new("RGB", (1, 1)))), (422,), ("sketch", "empty")),
+    "blank-black-100x1": Bad(sketch(lambda: encode(Image.new("L", (100, 1)))), (422,), ("sketch", "empty")),
+    "near-blank-a-dot": Bad(sketch(a_dot), (422,), ("sketch", "empty")),
     "k-zero": Bad(sketch(good_png, k=0), (422,), ("k", ">= 1")),
     "k-negative": Bad(sketch(good_png, k=-1), (422,), ("k", ">= 1")),
     "k-not-a-number": Bad(sketch(good_png, k="abc"), (400,), ("k", "integer")),

@@ -118,6 +118,8 @@ def test_no_generated_request_gets_a_server_error(http: httpx.Client, request: t
 def test_the_server_is_still_up(http: httpx.Client):
     assert http.get("/livez").status_code == 200 and http.get("/readyz").status_code == 200
     buffer = io.BytesIO()
-    Image.new("L", (32, 32), 255).save(buffer, format="PNG")
+    drawn = Image.new("L", (32, 32), 255)
+    drawn.paste(0, (4, 14, 28, 17))  # a stroke: a blank page is refused (422, the sketch is empty)
+    drawn.save(buffer, format="PNG")
     response = http.post("/search", files={"sketch": ("s.png", buffer.getvalue())}, data={"k": "2"})
     assert response.status_code == 200 and len(response.json()["results"]) == 2

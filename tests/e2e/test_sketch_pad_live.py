@@ -4,11 +4,13 @@ let the page search as you draw, and find that emoji's photo among the results s
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
-from browser import chromium_available, draw_strokes, headless_chromium, wait_for_state
+from browser import chromium_available, draw_strokes, headless_chromium, wait_for_page_ready, wait_for_state
 from helpers import REPO_ROOT
+from PIL import Image
 
 from sbir.datasets.openmoji import openmoji_svg_dir
 from sbir.datasets.strokes import VIEWBOX, line_layer_strokes
@@ -16,6 +18,12 @@ from sbir.datasets.strokes import VIEWBOX, line_layer_strokes
 MISSING = chromium_available()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=f"no headless Chromium: {MISSING}")]
 SCREENSHOT = REPO_ROOT / "artifacts" / "test-screenshots" / "sketch_pad_live.png"
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def line_art(hexcode: str, max_points: int = 40) -> list[list[tuple[float, float]]]:
@@ -38,7 +46,7 @@ def test_drawing_an_emoji_finds_its_photo(service_url: str, hexcode: str) -> Non
 
     with headless_chromium() as driver:
         driver.get(f"{service_url}/ui/")
-        wait_for_state(driver, "idle", timeout=30)
+        assert wait_for_page_ready(driver) == "loaded"
         assert "174" in driver.find_element(By.TAG_NAME, "header").text  # the page read /info
         canvas = driver.find_element(By.ID, "pad")
         draw_strokes(driver, canvas, line_art(hexcode), size=VIEWBOX)
@@ -76,8 +84,14 @@ def test_clicking_a_result_shows_the_explanation_picture(tiny_openmoji: Path, tm
                        for cell in row)
         else:
             assert synthesis.status_code == 422 and "cannot synthesize" in synthesis.json()["error"]
+        blank = _png(Image.new("RGB", (256, 256), "white"))  # a model that explains refuses an empty sketch
+        for route, fields in (("/explain", {"photo_id": "0"}), ("/synthesize", {})):
+            answer = httpx.post(f"{url}{route}", files={"sketch": ("s.png", blank, "image/png")}, data=fields,
+                                timeout=60)
+            expected = "the sketch is empty" if route == "/explain" or model == "zse" else "cannot synthesize"
+            assert answer.status_code == 422 and expected in answer.json()["error"], (route, answer.text)
         driver.get(f"{url}/ui/")
-        wait_for_state(driver, "idle", timeout=30)
+        assert wait_for_page_ready(driver) == "loaded"
         draw_strokes(driver, driver.find_element(By.ID, "pad"), line_art("1F40C"), size=VIEWBOX)
         wait_for_state(driver, "done", previous_searches=0, timeout=60)
         driver.find_elements(By.CSS_SELECTOR, "#results .result")[0].click()
