@@ -26,8 +26,11 @@ class RunParams:
 
 
 def _dvc(*args: str) -> int:
-    """``dvc <args>`` to its end; SIGTERM/SIGINT/SIGHUP sent to ``zssbir`` reach it (``run_child``)."""
-    return run_child([str(Path(sys.executable).with_name("dvc")), *args])
+    """``dvc <args>`` to its end, its output without DVC's hints (``QuietOutput``); SIGTERM/SIGINT/SIGHUP sent to
+    ``zssbir`` reach it (``run_child``)."""
+    from flows.dvc import QuietOutput
+
+    return run_child([str(Path(sys.executable).with_name("dvc")), *args], keep_line=QuietOutput())
 
 
 def _registry():

@@ -29,6 +29,27 @@ TRANSIENT_PATTERNS = (
 )
 
 
+DVC_NOISE = re.compile(r"^(To track the changes with git, run:|To enable auto staging, run:|\s+git add |"
+                       r"\s+dvc config core\.autostage|Use `dvc push`|Updating lock file|Generating lock file)")
+
+
+class QuietOutput:
+    """A line filter (``sbir.processes.run_child``) for `dvc repro` shown to a user: each stage's name, command
+    and its own lines stay; DVC's hints (git add, autostage, push), its lock-file notices and runs of blank lines
+    go. Everything stays in dvc.lock and the stages' outputs."""
+
+    def __init__(self) -> None:
+        self.after_blank = True
+
+    def __call__(self, line: str) -> bool:
+        if DVC_NOISE.match(line):
+            return False
+        blank = not line.strip()
+        keep = not (blank and self.after_blank)
+        self.after_blank = blank
+        return keep
+
+
 class StageFailed(RuntimeError):
     """A DVC command that failed: which stage, its exit code, whether retrying may help, the tail of its log."""
 

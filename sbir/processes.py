@@ -6,24 +6,35 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE_SECONDS = 30.0
 
 
-def run_child(args: Sequence[str], **popen: Any) -> int:
+def run_child(args: Sequence[str], keep_line: Callable[[str], bool] | None = None, **popen: Any) -> int:
     """Run ``args`` to its end and return its exit status (128 + N when signal N ended it, as a shell reports).
 
     On the main thread the signals of ``FORWARDED`` are passed on to the child while it runs; elsewhere (a Prefect
     task's thread, where handlers cannot be set) an exception in the parent stops the child: SIGTERM, then SIGKILL
-    after ``GRACE_SECONDS``."""
+    after ``GRACE_SECONDS``. ``keep_line``: the child's stdout and stderr pass through it line by line (a line it
+    refuses is not shown) to this process's own."""
+    if keep_line is not None:
+        popen.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
     process = subprocess.Popen(list(args), **popen)
+    copiers = [] if keep_line is None else [
+        threading.Thread(target=_copy_lines, args=(source, target, keep_line), daemon=True)
+        for source, target in ((process.stdout, sys.stdout), (process.stderr, sys.stderr))]
+    for copier in copiers:
+        copier.start()
     previous = _forward_signals(process) if threading.current_thread() is threading.main_thread() else {}
     try:
         code = process.wait()
+        for copier in copiers:
+            copier.join()
     except BaseException:
         _stop(process)
         raise
@@ -31,6 +42,13 @@ def run_child(args: Sequence[str], **popen: Any) -> int:
         for number, handler in previous.items():
             signal.signal(number, handler)
     return 128 - code if code < 0 else code
+
+
+def _copy_lines(source: TextIO, target: TextIO, keep_line: Callable[[str], bool]) -> None:
+    for line in source:
+        if keep_line(line):
+            target.write(line)
+            target.flush()
 
 
 def _forward_signals(process: subprocess.Popen) -> dict[int, Any]:

@@ -40,7 +40,8 @@ def stage_parser(description: str | None, *, progress: bool = True) -> argparse.
 def run_stage(name: str, parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace, Params], Any],
               argv: list[str] | None = None, *, project_homes: bool = False) -> int:
     """Parse ``argv``, apply the offline (and project store) settings, set up logging, load the params, run
-    ``work``. Its result: an int is the exit code, a mapping is printed as one JSON line, None prints nothing."""
+    ``work``. Its result: an int is the exit code, a mapping is printed as one line (``summary_line``), None
+    prints nothing."""
     args = parser.parse_args(argv)
     apply_offline_defaults()
     if project_homes:
@@ -57,6 +58,26 @@ def run_stage(name: str, parser: argparse.ArgumentParser, work: Callable[[argpar
     if isinstance(result, bool) or not isinstance(result, (int, dict)) and result is not None:
         raise TypeError(f"{name}: a stage returns an exit code, a summary mapping or None, got {type(result)}")
     if isinstance(result, dict):
-        print(json.dumps(result))
+        print(summary_line(name, result))
         return 0
     return result or 0
+
+
+def summary_line(name: str, result: dict[str, Any]) -> str:
+    """A stage's result as one readable line: ``train: model dsn, steps 31, train_seconds 4.1, …``; nested
+    mappings in parentheses, floats to 4 significant digits. The full documents are the stage's output files."""
+    return f"{name}: {_fields(result)}"
+
+
+def _fields(mapping: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {_value(value)}" for key, value in mapping.items())
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"({_fields(value)})"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(item) for item in value) + "]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)

@@ -16,7 +16,6 @@ Outputs in ``artifacts/eval/<dataset>/<model>/``: ``metrics.json`` (dvc metrics)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -298,9 +297,18 @@ def run_evaluate(args: argparse.Namespace, params: Params) -> int:
     settings = params.read(EvaluateParams, "evaluate")
     document = evaluate_model(args.model, args.dataset or settings.dataset, settings, params.read(EmbedParams, "embed"),
                               args.out, progress=not args.no_progress)
-    shown = {k: v for k, v in document["zero_shot"].items() if k.startswith(("preset/", "map_all"))}
-    print(json.dumps({"dataset": document["dataset"], "model": Path(args.model).name, **shown}, indent=1))
-    return 0
+    return headline(document, Path(args.model).name)
+
+
+HEADLINE = {"mAP@all": "map_all/sklearn/query", "mAP@200": "preset/zse/map_200", "P@100": "preset/zse/p_100",
+            "P@200": "preset/zse/p_200", "FG acc@1": "preset/fine_grained/acc@1/gallery"}
+
+
+def headline(document: dict[str, Any], model: str) -> dict[str, Any]:
+    """The numbers of an evaluation that matter at a glance (its stage line); ``metrics.json`` has them all."""
+    zero_shot = document["zero_shot"]
+    numbers = {name: round(zero_shot[key], 4) for name, key in HEADLINE.items() if key in zero_shot}
+    return {"model": model, "dataset": document["dataset"], **numbers}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -96,6 +97,24 @@ def markdown_table(rows: list[dict[str, str]], dataset: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_table(rows: list[dict[str, str]], dataset: str) -> Table:
+    table = Table(title=f"Zero-shot retrieval on {dataset} (unseen categories)")
+    for column in rows[0]:  # folded, never cut with "…"
+        table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*row.values())
+    return table
+
+
+def print_table(table: Table, file: TextIO | None = None) -> None:
+    """On a terminal: at its width, cells folded where they must be; anywhere else (a file, a CI log): at the
+    table's full width, every cell whole."""
+    console = Console(file=file)
+    if not console.is_terminal:
+        console = Console(file=file, width=Console(width=100_000).measure(table).maximum)
+    console.print(table)
+
+
 def run_report(args: argparse.Namespace, params: Params) -> int:
     dataset = args.dataset or params.value("evaluate.dataset", str)
     rows = summary_rows(dataset)
@@ -103,12 +122,7 @@ def run_report(args: argparse.Namespace, params: Params) -> int:
         raise DataError(f"no evaluation results under {paths.EVAL_ROOT / dataset}; run `make run` first")
     if args.markdown:
         atomic_write_text(args.markdown, markdown_table(rows, dataset))
-    table = Table(title=f"Zero-shot retrieval on {dataset} (unseen categories)")
-    for column in rows[0]:
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for row in rows:
-        table.add_row(*row.values())
-    Console(width=max(150, Console().width)).print(table)
+    print_table(summary_table(rows, dataset))
     print(f"Details: {paths.EVAL_ROOT / dataset}/<model>/ (metrics.json, pr.csv, grid.png); "
           "compare with `dvc metrics show` and `dvc plots show`.")
     print(serving_summary(dataset))

@@ -1,6 +1,7 @@
 """The cross-dataset gallery check: OpenMoji-ZS's unseen sketches against the Twemoji photos of the same emoji
 (``cross_gallery`` in metrics.json), from synthetic embeddings and through the embed and evaluate stages."""
 
+import io
 import json
 from pathlib import Path
 
@@ -63,10 +64,10 @@ def project(tiny_openmoji: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     return tmp_path
 
 
-def test_embed_and_evaluate_stages_report_the_twemoji_gallery(project: Path) -> None:
+def test_embed_and_evaluate_stages_report_the_twemoji_gallery(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from stages.embed import main as embed
     from stages.evaluate import main as evaluate
-    from stages.report import summary_rows
+    from stages.report import print_table, summary_rows, summary_table
 
     assert embed(["--model", "baseline_hog", "--dataset", "openmoji_zs", "--no-progress"]) == 0
     twemoji = read_manifest(paths.prepared_dir("twemoji"))
@@ -75,8 +76,14 @@ def test_embed_and_evaluate_stages_report_the_twemoji_gallery(project: Path) -> 
     assert stored.meta["manifest_fingerprint"] == manifest_fingerprint(twemoji)
     assert set(stored.rows["domain"]) == {"photo"} and len(stored.rows) == len(twemoji.frame)
 
+    capsys.readouterr()
     assert evaluate(["--model", "baseline_hog", "--no-progress"]) == 0
     document = json.loads((paths.eval_dir("openmoji_zs", "baseline_hog") / "metrics.json").read_text())
+    zero_shot = document["zero_shot"]  # the stage says the numbers that matter in one line; metrics.json has all
+    assert capsys.readouterr().out == (
+        f"evaluate: model baseline_hog, dataset openmoji_zs, mAP@all {zero_shot['map_all/sklearn/query']:.4g}, "
+        f"mAP@200 {zero_shot['preset/zse/map_200']:.4g}, P@100 {zero_shot['preset/zse/p_100']:.4g}, "
+        f"P@200 {zero_shot['preset/zse/p_200']:.4g}, FG acc@1 {zero_shot['preset/fine_grained/acc@1/gallery']:.4g}\n")
     section = document["cross_gallery"]["twemoji"]
     assert section["n_gallery"] == len(twemoji.frame) and section["n_queries"] == document["zero_shot"]["n_queries"]
     assert section["fg/n_queries/gallery"] + section["fg/n_excluded/gallery"] == section["n_queries"]
@@ -84,6 +91,11 @@ def test_embed_and_evaluate_stages_report_the_twemoji_gallery(project: Path) -> 
     row = summary_rows("openmoji_zs")[0]
     assert row["Twemoji mAP"] == f"{section['map_all/sklearn/query']:.3f}"
     assert row["Twemoji Acc@1"] == f"{section['fg/acc@1/gallery']:.3f}"
+    long_rows = [{**row, "model": "a_model_name_far_longer_than_any_column_" * 3}]
+    shown = io.StringIO()  # a file or a CI log: the table at its full width, nothing cut with "…"
+    print_table(summary_table(long_rows, "openmoji_zs"), shown)
+    assert "…" not in shown.getvalue() and long_rows[0]["model"] in shown.getvalue()
+    assert all(name in shown.getvalue() for name in row)
 
     # outside the pipeline, missing gallery embeddings are computed on the fly
     for file in stored_dir.iterdir():

@@ -87,3 +87,24 @@ def test_pipeline_status_knows_which_stages_a_repro_would_leave_alone(tmp_path: 
     stages["e"] = {"cmd": "echo e > e.txt", "outs": ["e.txt"]}  # never run: not in dvc.lock
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
     assert dvc.pipeline_status(tmp_path) is None
+
+
+def test_the_cli_shows_dvc_repro_without_its_hints(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`make run`'s view of `dvc repro`: stages and their own lines, no git/autostage hints, no lock-file notices,
+    no runs of blank lines (DVC itself prints them all: the same run unfiltered is checked too)."""
+    from sbir.processes import run_child
+
+    run_command(["git", "init", "-q"], tmp_path)
+    run_command(["dvc", "init", "-q"], tmp_path)
+    stages = {name: {"cmd": f"echo result of {name} > {name}.txt && echo {name} says hello", "outs": [f"{name}.txt"]}
+              for name in ("first", "second")}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    dvc_binary = str(Path(run_command(["which", "dvc"], tmp_path).stdout.strip()))
+    assert run_child([dvc_binary, "repro", "--single-item", "first"], cwd=tmp_path) == 0
+    raw = capfd.readouterr().out
+    assert "git add" in raw and ("Updating lock file" in raw or "Generating lock file" in raw)
+    assert run_child([dvc_binary, "repro", "second"], keep_line=dvc.QuietOutput(), cwd=tmp_path) == 0
+    shown = capfd.readouterr().out
+    assert "Running stage 'second'" in shown and "second says hello" in shown
+    for noise in ("git add", "autostage", "lock file", "\n\n\n"):
+        assert noise not in shown, (noise, shown)

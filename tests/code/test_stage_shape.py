@@ -70,7 +70,17 @@ def test_a_profile_is_laid_over_the_params_file(tmp_path: Path, capsys: pytest.C
     (tmp_path / "profile.yaml").write_text("evaluate: {dataset: sketchy25}\n")
     code = run_stage("demo", stage_parser("demo"), lambda args, p: {"dataset": p.value("evaluate.dataset", str)},
                      ["--params", str(params), "--profile", str(tmp_path / "profile.yaml")])
-    assert code == 0 and '"dataset": "sketchy25"' in capsys.readouterr().out
+    assert code == 0 and capsys.readouterr().out == "demo: dataset sketchy25\n"
+
+
+def test_a_stage_result_is_one_readable_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = {"model": "dsn", "steps": 31, "seconds": 4.123456, "completed": True, "styles": ["thin", "faint"],
+              "train": {"categories": 69, "photo": 126}, "device": None}
+    code = run_stage("train", stage_parser("train"), lambda args, p: result,
+                     ["--params", str(write_params(tmp_path / "params.yaml"))])
+    assert code == 0 and capsys.readouterr().out == (
+        "train: model dsn, steps 31, seconds 4.123, completed true, styles [thin, faint], "
+        "train (categories 69, photo 126), device null\n")
 
 
 def test_nonsense_params_refuse_before_any_output_is_touched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
