@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from sbir.env import OFFLINE_DEFAULTS, project_homes
+from sbir.lineage import read_lock, upstream
 
 TRANSIENT_PATTERNS = (
     re.compile(r"Unable to acquire lock", re.I),
@@ -131,43 +132,16 @@ def pipeline_status(repo: Path) -> PipelineStatus | None:
     (DVC failed, something outside dvc.lock's stages changed, a stage was never run)."""
     result = subprocess.run([str(Path(sys.executable).with_name("dvc")), "status", "--json"], cwd=repo,
                             capture_output=True, text=True, env=stage_environment(repo))
-    lock_path = repo / "dvc.lock"
-    if result.returncode != 0 or not lock_path.is_file():
+    stages = read_lock(repo)
+    if result.returncode != 0 or stages is None:
         return None
     try:
         changed = set(json.loads(result.stdout or "{}"))
     except json.JSONDecodeError:
         return None
-    stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
     if not changed <= set(stages):
         return None
-    return PipelineStatus(frozenset(changed), _upstream(stages))
-
-
-def _upstream(stages: dict[str, dict]) -> dict[str, frozenset[str]]:
-    """Each stage's ancestors in dvc.lock: a stage feeds another when one of its outputs is (or holds, or lies
-    in) one of the other's dependencies."""
-    outs = {name: [entry["path"] for entry in stage.get("outs", [])] for name, stage in stages.items()}
-
-    def feeds(out: str, dep: str) -> bool:
-        return out == dep or dep.startswith(out.rstrip("/") + "/") or out.startswith(dep.rstrip("/") + "/")
-
-    parents = {name: {other for other, paths in outs.items() if other != name and any(
-        feeds(out, entry["path"]) for out in paths for entry in stage.get("deps", []))}
-        for name, stage in stages.items()}
-    upstream: dict[str, frozenset[str]] = {}
-
-    def walk(name: str, seen: frozenset[str] = frozenset()) -> frozenset[str]:
-        if name not in upstream:
-            found = set(parents[name])
-            for parent in parents[name] - seen:
-                found |= walk(parent, seen | {name})
-            upstream[name] = frozenset(found)
-        return upstream[name]
-
-    for name in stages:
-        walk(name)
-    return upstream
+    return PipelineStatus(frozenset(changed), upstream(stages))
 
 
 def skipped(target: str, log_dir: Path) -> StageRun:

@@ -190,15 +190,18 @@ class Registry:
     # -- registration ---------------------------------------------------------------------------------------
     def register(self, checkpoint: str | Path, *, method: str, dataset: str, protocol: str, score: float,
                  metrics: dict[str, Any], params: dict[str, Any], margin: float = 0.0,
-                 data_fingerprint: str = "", git: str | None = None) -> Decision:
-        """Register a model's encoders (idempotent) and promote it if it beats the champion by more than ``margin``."""
+                 data_fingerprint: str = "", git: str | None = None,
+                 lineage: dict[str, Any] | None = None) -> Decision:
+        """Register a model's encoders (idempotent) and promote it if it beats the champion by more than ``margin``.
+        ``git``: the revision it was trained from (default: the checkout's); ``lineage``: what it was made from
+        (``sbir.lineage.lineage``: its train stage's dvc.lock record and the commit of that record)."""
         checkpoint = Path(checkpoint)
         if not (checkpoint / "config.json").is_file():
             raise RegistryError(f"{checkpoint}: not a model folder (no config.json); run its train stage first")
         version = content_version(checkpoint, dataset)
         record = {"version": version, "method": method, "dataset": dataset, "protocol": protocol, "score": score,
                   "metrics": metrics, "params": params, "git_revision": git or git_revision(),
-                  "data_fingerprint": data_fingerprint, "registered_at": _now(),
+                  "data_fingerprint": data_fingerprint, "lineage": lineage, "registered_at": _now(),
                   "models": {domain: f"{name}:{version}" for domain, name in ENCODER_MODELS.items()}}
         labels = {"method": method, "dataset": dataset, "project": "zssbir"}
         with self._locked():

@@ -5,8 +5,14 @@ candidate (trained methods; baselines too if ``include_baselines``) by the prima
 and photo encoders in the BentoML model store (``stages.model_store``) and gates it against the current champion
 of the same dataset and protocol: promoted only if it beats the champion by more than ``margin``.
 
+Lineage: in a DVC project, a model whose evaluation or checkpoint no longer matches ``dvc.lock`` (its code, data
+or parameters changed after it ran, or its files on disk are not the recorded ones; ``sbir.lineage``) is not a
+candidate, and is listed with the reasons; a registration records its train stage's dependency hashes and
+parameters from dvc.lock and the commit that recorded them (``git_revision``: that commit, else the checkout's).
+
 Params: ``register`` (metric, margin, include_baselines) and ``evaluate.dataset``. Output:
-``artifacts/register/<dataset>.json`` (every candidate's score, the registered version, the decision).
+``artifacts/register/<dataset>.json`` (every candidate's score, the stale models left out, the registered version,
+the decision).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from models.checkpoint import CheckpointError, read_config
 from sbir import paths
 from sbir.config import ConfigError, NonNegativeFloat, Params, as_params
 from sbir.io import atomic_write_json
+from sbir.lineage import LockCheck, lineage, read_lock
 from sbir.stage import run_stage, stage_parser
 from stages.model_store import Decision, Registry, RegistryError
 
@@ -55,9 +62,11 @@ def metric_value(document: dict[str, Any], metric: str, where: str) -> float:
         raise ConfigError(f"{where}: no metric {metric!r} (available under {group!r}: {available[:12]})") from error
 
 
-def candidates(dataset: str, settings: RegisterParams, models: list[str] | None = None) -> dict[str, float]:
-    """Score of every evaluated model that may be registered (``models`` narrows the set)."""
-    scores = {}
+def candidates(dataset: str, settings: RegisterParams, models: list[str] | None = None,
+               check: LockCheck | None = None) -> tuple[dict[str, float], dict[str, list[str]]]:
+    """Score of every evaluated model that may be registered (``models`` narrows the set), and the models left out
+    because their evaluation or checkpoint is stale against dvc.lock (``check``), with the reasons."""
+    scores, stale = {}, {}
     for metrics_file in sorted(paths.eval_dir(dataset, "*").parent.glob("*/metrics.json")):
         name = metrics_file.parent.name
         if models is not None and name not in models:
@@ -67,39 +76,57 @@ def candidates(dataset: str, settings: RegisterParams, models: list[str] | None 
         except CheckpointError as error:
             log.warning("skipping %s: %s", name, error)
             continue
-        if kind == "method" or settings.include_baselines:
-            scores[name] = metric_value(json.loads(metrics_file.read_text()), settings.metric, str(metrics_file))
-    return scores
+        if kind != "method" and not settings.include_baselines:
+            continue
+        reasons = check.stale_reasons(f"evaluate@{name}", (f"train@{name}", f"evaluate@{name}")) if check else []
+        if reasons:
+            stale[name] = reasons
+            log.warning("not a candidate: %s is stale against dvc.lock (%s); `dvc repro evaluate@%s` brings it "
+                        "up to date", name, "; ".join(reasons[:3]) + ("; …" if len(reasons) > 3 else ""), name)
+            continue
+        scores[name] = metric_value(json.loads(metrics_file.read_text()), settings.metric, str(metrics_file))
+    return scores, stale
 
 
 def register_best(dataset: str, settings: RegisterParams, registry: Registry, params: Params,
-                  models: list[str] | None = None) -> tuple[Decision, dict[str, float]]:
-    """Register the best candidate on ``dataset`` and gate it; returns the decision and every candidate's score."""
-    scores = candidates(dataset, settings, models)
+                  models: list[str] | None = None,
+                  root: Path = Path(".")) -> tuple[Decision, dict[str, float], dict[str, list[str]]]:
+    """Register the best candidate on ``dataset`` and gate it; returns the decision, every candidate's score and
+    the stale models left out. Where the project has a dvc.lock, a candidate must match it (``sbir.lineage``) and
+    its registration carries its lineage; without one (a model store used outside the pipeline) nothing is
+    checked."""
+    stages = read_lock(root)
+    check = LockCheck(stages, root) if stages is not None else None
+    scores, stale = candidates(dataset, settings, models, check)
     if not scores:
         wanted = f" among {models}" if models else ""
+        left_out = f"; stale against dvc.lock: {sorted(stale)}" if stale else ""
         raise RegistryError(f"no evaluated candidate{wanted} under {paths.EVAL_ROOT / dataset} "
-                            f"(include_baselines={settings.include_baselines}); run the evaluate stages first")
+                            f"(include_baselines={settings.include_baselines}){left_out}; run the evaluate stages "
+                            "first")
     best = max(scores, key=lambda name: (scores[name], name))
     document = json.loads((paths.eval_dir(dataset, best) / "metrics.json").read_text())
     checkpoint = read_config(paths.checkpoint_dir(best))
+    trained_from = lineage(f"train@{best}", stages, root) if stages is not None else None
     decision = registry.register(
         paths.checkpoint_dir(best), method=best, dataset=dataset, protocol=settings.metric, score=scores[best],
         metrics={group: document[group] for group in ("zero_shot", "generalised", "style_shift") if group in document},
-        params=params.section(best), margin=settings.margin, data_fingerprint=checkpoint.get("data_fingerprint", ""))
-    return decision, scores
+        params=params.section(best), margin=settings.margin, data_fingerprint=checkpoint.get("data_fingerprint", ""),
+        git=(trained_from or {}).get("committed_in"), lineage=trained_from)
+    return decision, scores, stale
 
 
 def run_register(args: argparse.Namespace, params: Params) -> int:
     settings = params.read(RegisterParams, "register")
     dataset = args.dataset or params.value("evaluate.dataset", str)
     registry = Registry(os.environ["BENTOML_HOME"])
-    decision, scores = register_best(dataset, settings, registry, params, args.models)
+    decision, scores, stale = register_best(dataset, settings, registry, params, args.models)
     verdict = "promoted to champion" if decision.promoted else "registered, not promoted"
     log.info("%s %s (%s = %.4f): %s — %s", decision.method, decision.version, settings.metric, decision.score,
              verdict, decision.reason)
     atomic_write_json(paths.register_report(dataset), {
-        "dataset": dataset, "settings": as_params(settings), "candidates": scores, "decision": decision.to_dict(),
+        "dataset": dataset, "settings": as_params(settings), "candidates": scores, "stale": stale,
+        "decision": decision.to_dict(),
         "champion": (registry.champion(dataset, settings.metric) or {}).get("version"),
         "store": paths.in_repository(Path(registry.home)) or str(registry.home)})
     return 0

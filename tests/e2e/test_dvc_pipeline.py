@@ -15,6 +15,7 @@ import yaml
 from helpers import copy_project, run_command
 
 from sbir.manifest import read_manifest
+from stages.model_store import Registry
 
 pytestmark = pytest.mark.slow
 
@@ -175,3 +176,37 @@ def test_only_what_a_change_touches_re_runs(project: Path) -> None:
         params_file.write_text(params_text)
         dsn_module.write_text(dsn_text)
     assert _changed(project) == set()
+
+
+def test_the_quick_path_never_registers_a_method_whose_code_changed(reproduced_project: Path, tmp_path: Path) -> None:
+    """After every model was evaluated (`make compare`), the best method's code changes and `make run` (which
+    re-runs only params.yaml run.models) goes on a fresh machine's model store: that method's evaluation is stale
+    against dvc.lock, so it is neither registered nor promoted; the champion carries its lineage."""
+    project = copy_project(reproduced_project, tmp_path / "project", without=(".bentoml",))
+    best = json.loads((project / "artifacts/register/openmoji_zs.json").read_text())["decision"]["method"]
+    stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    others = {dep["path"] for name, stage in stages.items() if name.startswith("train@") and name != f"train@{best}"
+              for dep in stage["deps"]}
+    own_code = next(dep["path"] for dep in stages[f"train@{best}"]["deps"]  # its module, or its package folder
+                    if dep["path"].startswith("models/") and dep["path"] not in others)
+    edited = project / own_code if own_code.endswith(".py") else sorted((project / own_code).glob("*.py"))[-1]
+    edited.write_text(edited.read_text() + "\n# changed after make compare\n")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["run"]["models"] = ["baseline_hog"]
+    params["register"]["margin"] += 0.001  # the register stage runs again
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    shown = run_command(["zssbir", "run"], project, env={"BENTOML_HOME": str(project / ".bentoml")})
+    report = json.loads((project / "artifacts/register/openmoji_zs.json").read_text())
+    assert best in report["stale"] and any(own_code in reason for reason in report["stale"][best])
+    assert best not in report["candidates"] and report["decision"]["method"] != best
+    ledger = Registry(project / ".bentoml").ledger()
+    assert {record["method"] for record in ledger["registrations"].values()} == {report["decision"]["method"]}
+    champion = ledger["registrations"][report["decision"]["version"]]
+    head = run_command(["git", "rev-parse", "HEAD"], project).stdout.strip()  # the commit that recorded dvc.lock
+    assert champion["lineage"]["train_stage"] == f"train@{champion['method']}"
+    assert champion["lineage"]["committed_in"] == champion["git_revision"] == head
+    assert champion["lineage"]["deps"] == {dep["path"]: dep["md5"]
+                                           for dep in stages[f"train@{champion['method']}"]["deps"]}
+    # what a user sees: no DVC hints, the table whole
+    assert "git add" not in shown.stdout and "…" not in shown.stdout and "baseline_imagenet" in shown.stdout
