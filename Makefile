@@ -22,14 +22,16 @@ export PYTHONUNBUFFERED := 1
 
 setup: $(STAMP) $(NODE_STAMP)
 
-# System packages: headless Chromium and its driver (Debian's) for the browser tests of the sketch pad, and
-# Node.js with npm for the artwork packages of package.json. Installed only when missing; sudo only when not root.
+# System packages: headless Chromium and its driver (Debian's) for the browser tests of the sketch pad, Node.js
+# with npm for the artwork packages of package.json, and PostgreSQL (the scheduler's database as a team runs it;
+# its test starts a throwaway server). Installed only when missing; sudo only when not root.
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup-system:
 	@missing=""; \
 	if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then missing="chromium chromium-driver"; fi; \
 	if ! command -v npm >/dev/null 2>&1; then missing="$$missing nodejs npm"; fi; \
+	if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing="$$missing postgresql"; fi; \
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \

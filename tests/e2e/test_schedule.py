@@ -1,6 +1,8 @@
 """A real Prefect server on 127.0.0.1 and a runner serving the training flow on a short schedule: a run the
 scheduler created (not a manual trigger) completes with its artifacts, then everything stops cleanly. The flow
-runs in a copy of the session's reproduced project: what it finds up to date DVC does not run again."""
+runs in a copy of the session's reproduced project: what it finds up to date DVC does not run again. The server
+keeps its database in SQLite (the zero-set-up default) and, as a team runs it, in PostgreSQL (a real server
+started by the test: ``postgres_support``), where the flow run and its artifacts are then found."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import copy_project, run_command
+from postgres_support import postgres_missing, postgres_server, psql
 
 from flows import schedule
 
@@ -33,8 +37,23 @@ def _api(url: str, path: str, body: dict) -> list[dict]:
         return json.loads(response.read())
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str] | None]:
+    """None for Prefect's default SQLite file; else a running PostgreSQL the server is pointed at."""
+    if request.param == "sqlite":
+        yield None
+        return
+    missing = postgres_missing()
+    if missing:
+        pytest.skip(missing)
+    with postgres_server() as server:
+        monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", server["url"])
+        yield server
+
+
 def test_a_scheduled_run_completes_with_its_artifacts(reproduced_project: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      database: dict[str, str] | None) -> None:
     project = copy_project(reproduced_project, tmp_path / "project")
     home, port = tmp_path / "prefect", _free_port()
     # the first run is due one interval after the runner creates the deployment; the runner (which inherits this
@@ -62,6 +81,13 @@ def test_a_scheduled_run_completes_with_its_artifacts(reproduced_project: Path, 
         assert {"training-report-openmoji-zs", "metrics-openmoji-zs"} <= keys
         report = next(a for a in artifacts if a["key"] == "training-report-openmoji-zs")["data"]
         assert "baseline_hog" in report and "| model |" in report
+        if database is None:
+            assert (home / "prefect.db").is_file()
+        else:  # the run and its artifacts live in PostgreSQL, not in a SQLite file
+            assert not (home / "prefect.db").exists()
+            assert psql(database, f"select state_type from flow_run where id = '{run['id']}'") == ["COMPLETED"]
+            stored = set(psql(database, f"select key from artifact where flow_run_id = '{run['id']}'"))
+            assert {"training-report-openmoji-zs", "metrics-openmoji-zs"} <= stored
     finally:
         stopped = schedule.stop(home)
     assert stopped == ["runner", "server"]
