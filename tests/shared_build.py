@@ -28,6 +28,21 @@ def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
+# Runs the build, then writes its marker; if the test process that started it dies (killed, interrupted), the
+# build's whole process group is stopped rather than left running.
+WRAPPER = """
+import os, pathlib, signal, subprocess, sys, time
+folder, parent, command = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+build = subprocess.Popen(command)
+while build.poll() is None:
+    if os.getppid() != parent:
+        os.killpg(0, signal.SIGTERM)
+    time.sleep(1)
+(folder / ("done" if build.returncode == 0 else "failed")).write_text(str(build.returncode))
+sys.exit(build.returncode)
+"""
+
+
 def start_needed(items: list[pytest.Item], tmp_path_factory: pytest.TempPathFactory) -> list[subprocess.Popen]:
     """Start each build of ``BUILDS`` that a collected test needs and no other worker has claimed."""
     started = []
@@ -57,11 +72,8 @@ def start(folder: Path, command: list[str]) -> subprocess.Popen | None:
     except FileExistsError:
         return None
     log = open(folder / LOG, "w")  # noqa: SIM115 - the child writes it until it ends
-    wrapper = ("import subprocess, sys, pathlib; folder = pathlib.Path(sys.argv[1]); "
-               "code = subprocess.call(sys.argv[2:]); "
-               "(folder / ('done' if code == 0 else 'failed')).write_text(str(code)); sys.exit(code)")
-    return subprocess.Popen([sys.executable, "-c", wrapper, str(folder), *command], stdout=log, stderr=log,
-                            cwd=folder, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-c", WRAPPER, str(folder), str(os.getpid()), *command], stdout=log,
+                            stderr=log, cwd=folder, start_new_session=True)
 
 
 def wait(folder: Path, timeout: float = 1800) -> Path:
