@@ -73,6 +73,10 @@ PROTOCOLS: dict[str, dict[str, str]] = {
     "sem_pcyc_200": {"map_200": "map_200/sem_pcyc/query", "p_200": "p_200/k/query"},
     "fine_grained": {f"acc@{k}/{g}": f"fg/acc@{k}/{g}" for g in ("gallery", "category") for k in (1, 5, 10)},
 }
+#: The headline numbers of an evaluation, name -> summary key: the closing table's columns (``stages/report.py``)
+#: and the evaluate stage's one line say the same numbers under the same names.
+HEADLINE: dict[str, str] = {"mAP@all": "map_all/sklearn/query", "mAP@all VOC/class": "map_all/voc/class",
+                            "P@100": "p_100/k/query", "FG Acc@1": "fg/acc@1/gallery", "FG Acc@5": "fg/acc@5/gallery"}
 _ALIASES = {"sem-pcyc": "sem_pcyc", "semp": "sem_pcyc", "pros": "sem_pcyc", "ucdr": "sem_pcyc",
             "dsn": "sake", "fine-grained": "fine_grained", "fg": "fine_grained"}
 DEFAULT_RECALL_POINTS: tuple[float, ...] = tuple(i / 20 for i in range(21))

@@ -37,7 +37,7 @@ from sbir.embeddings import Embeddings, EmbeddingsError, has_embeddings, read_em
 from sbir.index import top_k
 from sbir.io import atomic_write, atomic_write_json
 from sbir.manifest import Manifest, ManifestError, read_manifest
-from sbir.metrics import compute_retrieval, request_for
+from sbir.metrics import HEADLINE, compute_retrieval, request_for
 from sbir.plots import pick_queries, retrieval_grid
 from sbir.stage import run_stage, stage_parser
 
@@ -300,12 +300,9 @@ def run_evaluate(args: argparse.Namespace, params: Params) -> int:
     return headline(document, Path(args.model).name)
 
 
-HEADLINE = {"mAP@all": "map_all/sklearn/query", "mAP@200": "preset/zse/map_200", "P@100": "preset/zse/p_100",
-            "P@200": "preset/zse/p_200", "FG acc@1": "preset/fine_grained/acc@1/gallery"}
-
-
 def headline(document: dict[str, Any], model: str) -> dict[str, Any]:
-    """The numbers of an evaluation that matter at a glance (its stage line); ``metrics.json`` has them all."""
+    """The numbers of an evaluation that matter at a glance (its stage line, named as in the closing table:
+    ``sbir.metrics.HEADLINE``); ``metrics.json`` has them all."""
     zero_shot = document["zero_shot"]
     numbers = {name: round(zero_shot[key], 4) for name, key in HEADLINE.items() if key in zero_shot}
     return {"model": model, "dataset": document["dataset"], **numbers}

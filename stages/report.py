@@ -18,11 +18,11 @@ from rich.table import Table
 from sbir import paths
 from sbir.config import Params
 from sbir.io import atomic_write_text
+from sbir.metrics import HEADLINE
 from sbir.errors import DataError
 from sbir.stage import run_stage, stage_parser
 
-COLUMNS = {"mAP@all": "map_all/sklearn/query", "mAP@all VOC/class": "map_all/voc/class",
-           "P@100": "p_100/k/query", "FG Acc@1": "fg/acc@1/gallery", "FG Acc@5": "fg/acc@5/gallery"}
+COLUMNS = HEADLINE
 # per photo-only gallery of the cross-dataset check (``cross_gallery`` in metrics.json), e.g. "Twemoji mAP"
 GALLERY_COLUMNS = {"mAP": "map_all/sklearn/query", "Acc@1": "fg/acc@1/gallery"}
 

@@ -80,10 +80,10 @@ def test_embed_and_evaluate_stages_report_the_twemoji_gallery(project: Path, cap
     assert evaluate(["--model", "baseline_hog", "--no-progress"]) == 0
     document = json.loads((paths.eval_dir("openmoji_zs", "baseline_hog") / "metrics.json").read_text())
     zero_shot = document["zero_shot"]  # the stage says the numbers that matter in one line; metrics.json has all
-    assert capsys.readouterr().out == (
+    assert capsys.readouterr().out == (  # named as the closing table names them
         f"evaluate: model baseline_hog, dataset openmoji_zs, mAP@all {zero_shot['map_all/sklearn/query']:.4g}, "
-        f"mAP@200 {zero_shot['preset/zse/map_200']:.4g}, P@100 {zero_shot['preset/zse/p_100']:.4g}, "
-        f"P@200 {zero_shot['preset/zse/p_200']:.4g}, FG acc@1 {zero_shot['preset/fine_grained/acc@1/gallery']:.4g}\n")
+        f"mAP@all VOC/class {zero_shot['map_all/voc/class']:.4g}, P@100 {zero_shot['p_100/k/query']:.4g}, "
+        f"FG Acc@1 {zero_shot['fg/acc@1/gallery']:.4g}, FG Acc@5 {zero_shot['fg/acc@5/gallery']:.4g}\n")
     section = document["cross_gallery"]["twemoji"]
     assert section["n_gallery"] == len(twemoji.frame) and section["n_queries"] == document["zero_shot"]["n_queries"]
     assert section["fg/n_queries/gallery"] + section["fg/n_excluded/gallery"] == section["n_queries"]
