@@ -64,7 +64,8 @@ def train_distributed(model: str, repo: Path, log_dir: Path, nproc_per_node: int
                               env=dvc.stage_environment(repo)).returncode
     if code != 0:
         raise dvc.StageFailed(f"train@{model}", code, dvc.tail(log_path.read_text(errors="replace")), log_path)
-    return dvc.run_dvc(["commit", "--force", f"train@{model}"], f"commit-train@{model}", repo, log_dir).to_dict()
+    committed = dvc.run_dvc(["commit", "--force", f"train@{model}"], f"commit-train@{model}", repo, log_dir)
+    return {**committed.to_dict(), "target": f"train@{model}", "ran": True}  # it trained: what follows must run
 
 
 def _stage(target: str, repo: Path, log_dir: Path, runs: list[dict[str, Any]],

@@ -108,3 +108,20 @@ def test_the_cli_shows_dvc_repro_without_its_hints(tmp_path: Path, capfd: pytest
     assert "Running stage 'second'" in shown and "second says hello" in shown
     for noise in ("git add", "autostage", "lock file", "\n\n\n"):
         assert noise not in shown, (noise, shown)
+
+
+def test_a_torchrun_training_counts_as_a_run_of_the_train_stage(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dvc commit` of torchrun's outputs prints no "Running stage"; the record must still say train@<model> ran,
+    or the flow's status would skip embed and evaluate over the new checkpoint."""
+    import subprocess
+
+    from flows.training import train_distributed
+
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: SimpleNamespace(returncode=0))
+    monkeypatch.setattr(dvc, "run_dvc", lambda args, target, repo, log_dir: dvc.StageRun(
+        target, ["dvc", *args], 0.1, log_dir / "commit.log", ran=False))
+    record = train_distributed.fn("dsn", tmp_path, tmp_path / "logs", 2)
+    assert record["target"] == "train@dsn" and record["ran"] is True
+    status = dvc.PipelineStatus(frozenset(), {"train@dsn": frozenset(), "embed@dsn": frozenset({"train@dsn"})})
+    assert not status.up_to_date("embed@dsn", {record["target"]} if record["ran"] else set())
