@@ -18,10 +18,13 @@ GRACE_SECONDS = 30.0
 def run_child(args: Sequence[str], keep_line: Callable[[str], bool] | None = None, **popen: Any) -> int:
     """Run ``args`` to its end and return its exit status (128 + N when signal N ended it, as a shell reports).
 
-    On the main thread the signals of ``FORWARDED`` are passed on to the child while it runs; elsewhere (a Prefect
-    task's thread, where handlers cannot be set) an exception in the parent stops the child: SIGTERM, then SIGKILL
-    after ``GRACE_SECONDS``. ``keep_line``: the child's stdout and stderr pass through it line by line (a line it
-    refuses is not shown) to this process's own."""
+    The child leads a process group of its own, and signals go to that whole group: DVC, for one, ignores SIGINT
+    and has no SIGTERM handler while a stage runs, so only the stage's process itself can stop the stage. On the
+    main thread the signals of ``FORWARDED`` are passed on while the child runs (a terminal's Ctrl-C reaches this
+    process alone, and is passed on once); elsewhere (a Prefect task's thread, where handlers cannot be set) an
+    exception in the parent stops the group: SIGTERM, then SIGKILL after ``GRACE_SECONDS``. ``keep_line``: the
+    child's stdout and stderr pass through it line by line (a line it refuses is not shown) to this process's own."""
+    popen["start_new_session"] = True
     if keep_line is not None:
         popen.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
     process = subprocess.Popen(list(args), **popen)
@@ -53,19 +56,25 @@ def _copy_lines(source: TextIO, target: TextIO, keep_line: Callable[[str], bool]
 
 def _forward_signals(process: subprocess.Popen) -> dict[int, Any]:
     def forward(number: int, _frame: object) -> None:
-        if process.poll() is None:
-            process.send_signal(number)
+        _signal_group(process, number)
 
     return {number: signal.signal(number, forward) for number in FORWARDED}
 
 
+def _signal_group(process: subprocess.Popen, number: int) -> None:
+    try:
+        os.killpg(process.pid, number)
+    except ProcessLookupError:  # the group has ended
+        pass
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
-        process.terminate()
+        _signal_group(process, signal.SIGTERM)
         try:
             process.wait(timeout=GRACE_SECONDS)
         except subprocess.TimeoutExpired:
-            process.kill()
+            _signal_group(process, signal.SIGKILL)
             process.wait()
 
 

@@ -12,47 +12,66 @@ from pathlib import Path
 
 import pytest
 
+# The child behaves as DVC does while a stage runs: SIGINT ignored, no SIGTERM handler, waiting on its own child
+# (the stage), which stops cleanly on either signal (writes what it got, exits 7); the child reports its code.
 CHILD = """
+import os, pathlib, signal, subprocess, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+(pathlib.Path(sys.argv[1]) / "child-pid").write_text(str(os.getpid()))
+sys.exit(subprocess.call([sys.executable, "-c", sys.argv[2], sys.argv[1]]))
+"""
+STAGE = """
 import pathlib, signal, sys, time
 folder = pathlib.Path(sys.argv[1])
-if sys.argv[2] == "trap":
-    def leave(number, frame):
-        (folder / "child-got").write_text(str(number))
-        sys.exit(7)
-    signal.signal(signal.SIGTERM, leave)
-    signal.signal(signal.SIGINT, leave)
-(folder / "child-ready").write_text("")
+def leave(number, frame):
+    (folder / "stage-got").write_text(str(number))
+    sys.exit(7)
+signal.signal(signal.SIGTERM, leave)
+signal.signal(signal.SIGINT, leave)
+(folder / "stage-ready").write_text("")
 time.sleep(120)
 """
 PARENT = """
 import sys
 from sbir.processes import run_child
-sys.exit(run_child([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]]))
+sys.exit(run_child([sys.executable, "-c", sys.argv[1], *sys.argv[2:]]))
 """
 
 
-def _parent(tmp_path: Path, mode: str) -> subprocess.Popen:
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(tmp_path), mode], start_new_session=True)
+def _parent(tmp_path: Path) -> subprocess.Popen:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(tmp_path), STAGE], start_new_session=True)
     deadline = time.monotonic() + 60
-    while not (tmp_path / "child-ready").exists():
-        assert parent.poll() is None and time.monotonic() < deadline, "the child did not start"
+    while not (tmp_path / "stage-ready").exists():
+        assert parent.poll() is None and time.monotonic() < deadline, "the stage did not start"
         time.sleep(0.05)
     return parent
 
 
-@pytest.mark.parametrize(("number", "mode", "code"), [(signal.SIGTERM, "trap", 7), (signal.SIGINT, "trap", 7),
-                                                      (signal.SIGTERM, "default", 128 + signal.SIGTERM)])
-def test_a_signal_to_the_parent_reaches_the_child(tmp_path: Path, number: int, mode: str, code: int) -> None:
-    parent = _parent(tmp_path, mode)
+def _alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.mark.parametrize(("number", "code"), [
+    (signal.SIGTERM, 128 + signal.SIGTERM),  # the child dies of it; the stage stops cleanly
+    (signal.SIGINT, 7),                       # the child ignores it; the stage stops and the child reports it
+])
+def test_a_signal_to_the_parent_reaches_the_child_and_its_children(tmp_path: Path, number: int,
+                                                                    code: int) -> None:
+    parent = _parent(tmp_path)
+    groups = [parent.pid, int((tmp_path / "child-pid").read_text())]  # the child leads a group of its own
     try:
         os.kill(parent.pid, number)  # the parent only, not its process group
         assert parent.wait(timeout=30) == code
-        if mode == "trap":
-            assert (tmp_path / "child-got").read_text() == str(int(number))
-        with pytest.raises(ProcessLookupError):  # nothing of the group is left
-            os.killpg(parent.pid, 0)
+        assert (tmp_path / "stage-got").read_text() == str(int(number))
+        deadline = time.monotonic() + 10
+        while any(_alive(group) for group in groups) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(group) for group in groups), "a process outlived the parent"
     finally:
-        try:
-            os.killpg(parent.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for group in groups:
+            if _alive(group):
+                os.killpg(group, signal.SIGKILL)
