@@ -1,11 +1,12 @@
 """What a model was made from, read from ``dvc.lock``, and whether what is on disk still matches it.
 
-DVC records, for every stage it ran, the hash of each dependency and output and the parameters it read. A stage's
-record stays true while its file dependencies hash the same, the dependencies other stages make are the outputs
-those stages last recorded, its parameters keep their values and its outputs on disk are the ones recorded — and
-the same holds for every stage upstream of it. ``stale_reasons`` checks exactly that without starting DVC (a stage
-such as ``register`` runs inside `dvc repro`, which holds the repository's lock, and DVC's own stage checks
-insist on holding it), hashing files and folders as DVC 3 does (``file_md5``, ``folder_md5``).
+DVC records, for every stage it ran, its command, the hash of each dependency and output and the parameters it
+read. A stage's record stays true while dvc.yaml defines the stage as recorded, its file and folder dependencies
+hash the same, the dependencies other stages make are the outputs those stages last recorded and its parameters
+keep their values — and the same holds for every stage upstream of it; for the stages a caller names, the outputs
+on disk must also be the recorded ones. ``LockCheck`` checks exactly that without DVC's own checks, which insist
+on holding the repository's lock (``register`` runs inside `dvc repro`, which holds it): dvc.yaml is read through
+DVC's library (no lock needed), files and folders are hashed as DVC 3 hashes them (``file_md5``, ``folder_md5``).
 """
 
 from __future__ import annotations
@@ -130,6 +131,31 @@ def _dependency_reasons(name: str, stages: dict[str, dict[str, Any]], params: di
     return reasons
 
 
+def _definition_reasons(name: str, stage: dict[str, Any], repo: Any, root: Path) -> list[str]:
+    """Where dvc.yaml (rendered by DVC itself: foreach, templating) now defines ``name`` otherwise than dvc.lock
+    recorded it: its command, its dependencies, its parameters or its outputs."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.exceptions import DvcException
+
+    try:
+        defined = repo.stage.collect(f"{(root / 'dvc.yaml').resolve()}:{name}")[0]  # not relative to the cwd
+    except (DvcException, IndexError) as error:
+        return [f"{name}: dvc.yaml no longer defines it as it ran ({error})"]
+    reasons = []
+    if defined.cmd != stage.get("cmd"):
+        reasons.append(f"{name}: its command in dvc.yaml changed since it ran")
+    files = {dep.def_path for dep in defined.deps if not isinstance(dep, ParamsDependency)}  # params: below
+    for kind, now, then in (("dependencies", files, stage.get("deps", [])),
+                            ("outputs", {out.def_path for out in defined.outs}, stage.get("outs", []))):
+        if now != {entry["path"] for entry in then}:
+            reasons.append(f"{name}: its {kind} in dvc.yaml changed since it ran")
+    declared = {(param.def_path, key) for param in defined.params for key in param.params}
+    recorded = {(file, key) for file, values in stage.get("params", {}).items() for key in values}
+    if declared != recorded:
+        reasons.append(f"{name}: its parameters in dvc.yaml changed since it ran")
+    return reasons
+
+
 def _output_reasons(name: str, stages: dict[str, dict[str, Any]], root: Path) -> list[str]:
     return [f"{name}: {entry['path']} on disk is not the output dvc.lock records"
             for entry in stages[name].get("outs", []) if _entry_differs(entry, root)]
@@ -154,6 +180,15 @@ class LockCheck:
         self.params = (yaml.safe_load(params_path.read_text()) or {}) if params_path.is_file() else {}
         self.upstream = upstream(stages)
         self._dependencies: dict[str, list[str]] = {}
+        self._repo: Any = None
+
+    def _dvc_repo(self) -> Any:
+        """DVC's view of dvc.yaml (reading it takes no lock: `register` runs while `dvc repro` holds it)."""
+        if self._repo is None:
+            from dvc.repo import Repo
+
+            self._repo = Repo(str(self.root))
+        return self._repo
 
     def stale_reasons(self, target: str, outputs_of: Iterable[str] = ()) -> list[str]:
         """Why ``target``'s record (or that of a stage upstream of it) no longer describes the workspace, and
@@ -163,7 +198,8 @@ class LockCheck:
         reasons = []
         for name in sorted(self.upstream[target] | {target}):
             if name not in self._dependencies:
-                self._dependencies[name] = _dependency_reasons(name, self.stages, self.params, self.root)
+                self._dependencies[name] = (_definition_reasons(name, self.stages[name], self._dvc_repo(), self.root)
+                                            + _dependency_reasons(name, self.stages, self.params, self.root))
             reasons += self._dependencies[name]
         for name in outputs_of:
             reasons += (_output_reasons(name, self.stages, self.root) if name in self.stages

@@ -58,6 +58,15 @@ def test_a_fresh_pipeline_is_not_stale_and_each_change_names_itself(project: Pat
     assert yaml.safe_load(status) == {"use": [{"changed outs": {"result": "modified"}}]}
 
 
+def test_a_changed_definition_in_dvc_yaml_is_stale(project: Path) -> None:
+    document = yaml.safe_load((project / "dvc.yaml").read_text())
+    document["stages"]["make"]["cmd"] += " && true"
+    document["stages"]["use"]["deps"].append("params.yaml")
+    (project / "dvc.yaml").write_text(yaml.safe_dump(document))
+    assert LockCheck(read_lock(project), project).stale_reasons("use") == [
+        "make: its command in dvc.yaml changed since it ran", "use: its dependencies in dvc.yaml changed since it ran"]
+
+
 def test_an_output_made_again_since_makes_its_users_stale(project: Path) -> None:
     (project / "src/a.py").write_text("print('a, again')\n")
     run_command(["dvc", "repro", "-q", "--single-item", "make"], project)  # `use` is not run again
