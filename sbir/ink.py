@@ -22,6 +22,8 @@ STROKE_THRESHOLD = 0.7  # for the skeleton, after smoothing: keeps anti-aliased 
 # search with. 1e-3 is a stroke of a tenth of the side at a 1 % width; every style-shift sketch holds over 10x
 # more (the least, off_centre_partial at 128 px: 0.015; thin_grey 0.020; tests/code/test_sketch_styles.py).
 BLANK_INK_FRACTION = 1e-3
+MEASURE_SIDE = 256  # ink is measured on a copy at most this large (area-averaged): one drawing scores alike at any
+# resolution (thin lines of a large scan stay ink: contrast is stretched after), and a huge upload costs no more
 
 
 def stretch_contrast(gray: np.ndarray, ink_percentile: float = 0.05, paper_percentile: float = 90.0,
@@ -62,9 +64,10 @@ def ink_skeleton(gray: np.ndarray, min_blob: float = 2e-4) -> np.ndarray:
 
 
 def ink_fraction(image: Image.Image, min_blob: float = 2e-4) -> float:
-    """The share of the picture's pixels that are ink of strokes: grey levels stretched as ``normalize_ink`` does,
-    specks smaller than ``min_blob`` of the area (noise, dust) not counted."""
-    ink = stretch_contrast(_gray(image)) < INK_THRESHOLD
+    """The share of the picture's pixels that are ink of strokes, on a copy at most ``MEASURE_SIDE`` large: grey
+    levels stretched as ``normalize_ink`` does, specks smaller than ``min_blob`` of the area (noise, dust) not
+    counted."""
+    ink = stretch_contrast(_gray(image, MEASURE_SIDE)) < INK_THRESHOLD
     labels, count = ndimage.label(ink, structure=np.ones((3, 3)))
     if not count:
         return 0.0
@@ -96,6 +99,9 @@ def normalize_ink(image: Image.Image, size: int, stroke_width: float | None = No
     return Image.fromarray((strokes * 255).round().astype(np.uint8)).convert("RGB")
 
 
-def _gray(image: Image.Image) -> np.ndarray:
-    """Grey levels in [0, 1] (0 black), transparency flattened onto white."""
-    return np.asarray(ImageOps.grayscale(flatten_alpha(image)), dtype=np.float32) / 255.0
+def _gray(image: Image.Image, max_side: int | None = None) -> np.ndarray:
+    """Grey levels in [0, 1] (0 black), transparency flattened onto white; shrunk (area average) to ``max_side``."""
+    gray = ImageOps.grayscale(flatten_alpha(image))
+    if max_side is not None and max(gray.size) > max_side:
+        gray.thumbnail((max_side, max_side), Image.Resampling.BOX)
+    return np.asarray(gray, dtype=np.float32) / 255.0

@@ -344,6 +344,13 @@
       if (!response.ok) {
         const message = await readError(response);
         if (seq !== searchSeq) return;
+        if (response.status === 422 && /sketch is empty/.test(message)) {
+          // a first dot or a short tick: not a mistake, just not enough ink to search with yet
+          showResults([]);
+          setStatus("Keep drawing: there is too little ink to search with yet.");
+          finishSearch("done");
+          return;
+        }
         throw new Error(message);
       }
       const body = await response.json();

@@ -100,6 +100,19 @@ def test_blank_and_near_blank_sketches_are_blank(kind: str) -> None:
     assert is_blank(_blank_or_nearly(kind)), ink_fraction(_blank_or_nearly(kind))
 
 
+def test_one_drawing_has_about_one_ink_fraction_at_any_resolution() -> None:
+    """A 2 px circle drawn on a 2000² scan is the same sketch as at 384 px, not a blank page."""
+    fractions = []
+    for side in (384, 2000):
+        image = Image.new("L", (side, side), 255)
+        radius = side / 10
+        ImageDraw.Draw(image).ellipse((side / 2 - radius, side / 2 - radius, side / 2 + radius, side / 2 + radius),
+                                      outline=0, width=2)
+        fractions.append(ink_fraction(image))
+        assert not is_blank(image), (side, fractions[-1])
+    assert 0.5 < fractions[0] / fractions[1] < 2, fractions
+
+
 def test_ink_fraction_counts_strokes_not_specks() -> None:
     image = Image.new("L", (100, 100), 255)
     ImageDraw.Draw(image).line((10, 50, 89, 50), fill=0, width=2)  # 80 × 2 pixels of ink

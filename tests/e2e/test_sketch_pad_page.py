@@ -33,6 +33,7 @@ STATIC = REPO_ROOT / "serving" / "static"
 SCREENSHOTS = REPO_ROOT / "artifacts" / "test-screenshots"
 INK_THRESHOLD = 128  # red channel below this is ink (the page draws black on white)
 INK_PER_RESULT = 150
+TOO_LITTLE_INK = 147  # pixels of the 384² pad: 0.1 %, the real service's blank threshold (sbir.ink.BLANK_INK_FRACTION)
 GALLERY_SIZE = 40
 CATEGORIES = ("animal-mammal", "food-fruit", "travel-places", "objects-tool")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -146,6 +147,10 @@ def make_handler(state: FakeService) -> type[BaseHTTPRequestHandler]:
                 with state.lock:
                     state.searches.append({"ink": ink, "size": size, "k": k, "category": category,
                                            "filename": filename, "content_type": content_type})
+                if ink < TOO_LITTLE_INK:  # as the real service answers a blank or near-blank sketch
+                    self.send_json(422, {"error": "sketch: the sketch is empty (its strokes cover 0.010% of the "
+                                                  "picture; at least 0.1% is needed): draw something to search with"})
+                    return
                 count = expected_count(ink, k)
                 results = []
                 for rank in range(1, count + 1):
@@ -309,6 +314,24 @@ def test_draw_search_explain_undo_clear(page):
     # The only console error allowed is the browser's note about the expected 422.
     errors = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert all("/explain" in message and "422" in message for message in errors), errors
+
+
+def test_a_first_dot_asks_for_more_drawing_not_an_error(page):
+    """The service refuses a near-blank sketch (422, "the sketch is empty"): the page says to keep drawing, shows
+    no error and no results, and searches normally once there is more ink."""
+    from selenium.webdriver.common.by import By
+
+    driver, state = page
+    canvas = driver.find_element(By.ID, "pad")
+    before = searches(driver)
+    draw_strokes(driver, canvas, [[(50, 50), (50.5, 50.5)]], size=100)
+    before = wait_for_state(driver, "done", before)
+    status = driver.find_element(By.ID, "status")
+    assert "Keep drawing" in status.text and "error" not in (status.get_attribute("class") or "")
+    assert results_on_page(driver) == []
+    draw_strokes(driver, canvas, [[(10, 20), (90, 80)]], size=100)
+    wait_for_state(driver, "done", before)
+    assert len(results_on_page(driver)) == expected_count(canvas_ink(driver, canvas), 12)
 
 
 def test_quick_strokes_are_debounced(page):
