@@ -62,6 +62,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
     return FilesAndServer(config, log)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs a shared build may wait for it (and the build shares the cores with the other workers):
+    its pytest-timeout covers the wait."""
+    for item in items:
+        if set(shared_build.BUILDS) & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.timeout(shared_build.WAIT_SECONDS + 600))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _shared_builds(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Starts, in the background, the expensive builds this run's tests need, once for all xdist workers."""

@@ -36,6 +36,7 @@ folder, parent, command = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[
 build = subprocess.Popen(command)
 while build.poll() is None:
     if os.getppid() != parent:
+        (folder / "failed").write_text("the test process that started the build is gone")
         os.killpg(0, signal.SIGTERM)
     time.sleep(1)
 (folder / ("done" if build.returncode == 0 else "failed")).write_text(str(build.returncode))
@@ -76,7 +77,10 @@ def start(folder: Path, command: list[str]) -> subprocess.Popen | None:
                             stderr=log, cwd=folder, start_new_session=True)
 
 
-def wait(folder: Path, timeout: float = 1800) -> Path:
+WAIT_SECONDS = 1800  # a test that waits for a build gets this long (tests/conftest.py raises its pytest-timeout)
+
+
+def wait(folder: Path, timeout: float = WAIT_SECONDS) -> Path:
     """Block until the build in ``folder`` ends; its log on failure (or after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
