@@ -44,6 +44,11 @@ def test_built_bento_serves_search_and_the_page(packaged: tuple[Path, Path, dict
     home, _, record = packaged
     assert record["tag"].startswith("zssbir:") and record["gallery_size"] == 174
     assert record["models"]["sketch"].startswith("zssbir-sketch:")
+    name, version = record["tag"].split(":")
+    shipped = home / "bentos" / name / version / "src"  # whichever method is champion, its code travels along
+    missing = [str(module.relative_to(REPO_ROOT)) for module in (REPO_ROOT / "models").rglob("*.py")
+               if "__pycache__" not in module.parts and not (shipped / module.relative_to(REPO_ROOT)).is_file()]
+    assert not missing, f"the Bento lacks {missing}"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     with bentoml_server(record["tag"], home, tmp_path / "bento.log", cwd=elsewhere) as (url, _):
