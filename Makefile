@@ -68,10 +68,11 @@ flow: setup
 	zssbir flow
 
 # Tests run on $(TEST_WORKERS) pytest-xdist workers, a test file at a time (module fixtures are built once; the
-# files of the real server share one worker: tests/conftest.py); the reproduced pipeline that the DVC, flow and
-# schedule tests copy is built once for all, in the background (tests/shared_build.py).
+# files of the real server share one worker: tests/conftest.py), in collection order (the files that wait for the
+# shared build last); the reproduced pipeline that the DVC, flow and schedule tests copy is built once for all, in
+# the background (tests/shared_build.py).
 TEST_WORKERS ?= 2
-PYTEST := pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: setup
 	$(PYTEST)

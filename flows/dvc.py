@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from sbir.env import OFFLINE_DEFAULTS, project_homes
-from sbir.lineage import read_lock, upstream
+from stages.lineage import read_lock, upstream
 
 TRANSIENT_PATTERNS = (
     re.compile(r"Unable to acquire lock", re.I),

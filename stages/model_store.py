@@ -194,7 +194,7 @@ class Registry:
                  lineage: dict[str, Any] | None = None) -> Decision:
         """Register a model's encoders (idempotent) and promote it if it beats the champion by more than ``margin``.
         ``git``: the revision it was trained from (default: the checkout's); ``lineage``: what it was made from
-        (``sbir.lineage.lineage``: its train stage's dvc.lock record and the commit of that record)."""
+        (``stages.lineage.lineage``: its train stage's dvc.lock record and the commit of that record)."""
         checkpoint = Path(checkpoint)
         if not (checkpoint / "config.json").is_file():
             raise RegistryError(f"{checkpoint}: not a model folder (no config.json); run its train stage first")

@@ -5,9 +5,9 @@ candidate (trained methods; baselines too if ``include_baselines``) by the prima
 and photo encoders in the BentoML model store (``stages.model_store``) and gates it against the current champion
 of the same dataset and protocol: promoted only if it beats the champion by more than ``margin``.
 
-Lineage: in a DVC project, a model whose evaluation or checkpoint no longer matches ``dvc.lock`` (its code, data
-or parameters changed after it ran, or its files on disk are not the recorded ones; ``sbir.lineage``) is not a
-candidate, and is listed with the reasons; a registration records its train stage's dependency hashes and
+Lineage: in a DVC project, a model whose evaluation or checkpoint no longer matches ``dvc.lock`` (its stages'
+definitions, code, data or parameters changed after they ran, or its files on disk are not the recorded ones;
+``stages.lineage``) is not a candidate, and is listed with the reasons; a registration records its train stage's dependency hashes and
 parameters from dvc.lock and the commit that recorded them (``git_revision``: that commit, else the checkout's).
 
 Params: ``register`` (metric, margin, include_baselines) and ``evaluate.dataset``. Output:
@@ -30,8 +30,8 @@ from models.checkpoint import CheckpointError, read_config
 from sbir import paths
 from sbir.config import ConfigError, NonNegativeFloat, Params, as_params
 from sbir.io import atomic_write_json
-from sbir.lineage import LockCheck, lineage, read_lock
 from sbir.stage import run_stage, stage_parser
+from stages.lineage import LockCheck, lineage, read_lock
 from stages.model_store import Decision, Registry, RegistryError
 
 log = logging.getLogger("stages.register")
@@ -92,7 +92,7 @@ def register_best(dataset: str, settings: RegisterParams, registry: Registry, pa
                   models: list[str] | None = None,
                   root: Path = Path(".")) -> tuple[Decision, dict[str, float], dict[str, list[str]]]:
     """Register the best candidate on ``dataset`` and gate it; returns the decision, every candidate's score and
-    the stale models left out. Where the project has a dvc.lock, a candidate must match it (``sbir.lineage``) and
+    the stale models left out. Where the project has a dvc.lock, a candidate must match it (``stages.lineage``) and
     its registration carries its lineage; without one (a model store used outside the pipeline) nothing is
     checked."""
     stages = read_lock(root)

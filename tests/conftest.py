@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,12 +41,16 @@ def tiny_openmoji(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 TESTS = Path(__file__).resolve().parent
 SERVING_FIXTURES = ("serving_bundle", "service_url")
+# files without module fixtures whose slow tests may run side by side, on both workers
+TEST_BY_TEST = {"tests/e2e/test_schedule.py"}
+WORKER_NICENESS = 5  # xdist workers yield the cores to the shared build: every dependent test waits for it
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """``--dist loadfile`` (``make test``), refined: a test file runs on one worker (its module fixtures are built
-    once), and every file that uses the session's real server goes to the same worker (one server, not two).
+    once), every file that uses the session's real server goes to the same worker (one server, not two), and the
+    tests of ``TEST_BY_TEST`` go one by one.
     (``--dist loadgroup`` would say it with marks, but pytest-xdist 3.8 cannot group under pytest 9.)"""
     if config.getvalue("dist") != "loadfile":
         return None
@@ -57,16 +62,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
     class FilesAndServer(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
+            if module in TEST_BY_TEST:
+                return nodeid
             return "serving" if module in serving else module
 
     return FilesAndServer(config, log)
 
 
+def _needs_a_build(item: pytest.Item) -> bool:
+    return bool(set(shared_build.BUILDS) & set(getattr(item, "fixturenames", ())))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that needs a shared build may wait for it (and the build shares the cores with the other workers):
-    its pytest-timeout covers the wait."""
+    """The files whose tests need a shared build run last (the others keep the workers busy while it is built),
+    the one with the most tests first; and their pytest-timeout covers the wait for the build."""
+    waiting = Counter(item.nodeid.split("::")[0] for item in items if _needs_a_build(item))
+    items.sort(key=lambda item: (item.nodeid.split("::")[0] in waiting, -waiting[item.nodeid.split("::")[0]]))
     for item in items:
-        if set(shared_build.BUILDS) & set(getattr(item, "fixturenames", ())):
+        if _needs_a_build(item):
             item.add_marker(pytest.mark.timeout(shared_build.WAIT_SECONDS + 600))
 
 
@@ -74,5 +87,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _shared_builds(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Starts, in the background, the expensive builds this run's tests need, once for all xdist workers."""
     started = shared_build.start_needed(request.session.items, tmp_path_factory)
+    if os.environ.get("PYTEST_XDIST_WORKER") and any(_needs_a_build(item) for item in request.session.items):
+        os.nice(WORKER_NICENESS)  # the build (started above, by this worker or another) goes first on the cores
     yield
     shared_build.finish(started)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from helpers import commit, run_command
 
-from sbir.lineage import LockCheck, committed_in, folder_md5, lineage, read_lock
+from stages.lineage import LockCheck, committed_in, folder_md5, lineage, read_lock
 
 
 @pytest.fixture

@@ -75,3 +75,13 @@ def test_a_signal_to_the_parent_reaches_the_child_and_its_children(tmp_path: Pat
         for group in groups:
             if _alive(group):
                 os.killpg(group, signal.SIGKILL)
+
+
+def test_a_line_filter_passes_progress_updates_as_they_come(capfd: pytest.CaptureFixture[str]) -> None:
+    """Carriage-return updates (a progress bar) pass untouched, byte for byte, so the bar still animates in place;
+    whole lines go through the filter; the line end that closes a bar always passes."""
+    from sbir.processes import run_child
+
+    script = ("import sys\nsys.stdout.write('drop me\\nstep 1\\rstep 2\\rdone\\n\\nkeep me\\ndrop me\\nlast')")
+    assert run_child([sys.executable, "-c", script], keep_line=lambda line: line != "drop me") == 0
+    assert capfd.readouterr().out == "step 1\rstep 2\rdone\n\nkeep me\nlast"

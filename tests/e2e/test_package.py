@@ -85,8 +85,10 @@ def test_sigterm_to_zssbir_serve_stops_the_server(packaged: tuple[Path, Path, di
         while _group_alive(server.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not _group_alive(server.pid), "a process of `zssbir serve` outlived it"
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", port))  # the port is free again
+        with socket.socket() as probe:  # a new server can listen on the port again (as servers do, reusing an
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # address whose closed connections linger)
+            probe.bind(("127.0.0.1", port))
+            probe.listen()
     finally:
         if _group_alive(server.pid):
             os.killpg(server.pid, signal.SIGKILL)
