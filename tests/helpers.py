@@ -151,6 +151,15 @@ def run_command(args: list[str], cwd: Path, check: bool = True, timeout: float =
     return result
 
 
+def group_alive(group: int) -> bool:
+    """Whether any process of the process group ``group`` is still running."""
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def commit(root: Path, message: str) -> None:
     run_command(["git", "add", "-A"], root)
     run_command(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", message], root)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import group_alive
 
 # The child behaves as DVC does while a stage runs: SIGINT ignored, no SIGTERM handler, waiting on its own child
 # (the stage), which stops cleanly on either signal (writes what it got, exits 7); the child reports its code.
@@ -47,14 +48,6 @@ def _parent(tmp_path: Path) -> subprocess.Popen:
     return parent
 
 
-def _alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 @pytest.mark.parametrize(("number", "code"), [
     (signal.SIGTERM, 128 + signal.SIGTERM),  # the child dies of it; the stage stops cleanly
     (signal.SIGINT, 7),                       # the child ignores it; the stage stops and the child reports it
@@ -68,12 +61,12 @@ def test_a_signal_to_the_parent_reaches_the_child_and_its_children(tmp_path: Pat
         assert parent.wait(timeout=30) == code
         assert (tmp_path / "stage-got").read_text() == str(int(number))
         deadline = time.monotonic() + 10
-        while any(_alive(group) for group in groups) and time.monotonic() < deadline:
+        while any(group_alive(group) for group in groups) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not any(_alive(group) for group in groups), "a process outlived the parent"
+        assert not any(group_alive(group) for group in groups), "a process outlived the parent"
     finally:
         for group in groups:
-            if _alive(group):
+            if group_alive(group):
                 os.killpg(group, signal.SIGKILL)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, group_alive
 from serving_support import bentoml_server, free_port, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -82,24 +82,16 @@ def test_sigterm_to_zssbir_serve_stops_the_server(packaged: tuple[Path, Path, di
         server.send_signal(signal.SIGTERM)  # to zssbir alone, not to its process group
         server.wait(timeout=60)
         deadline = time.monotonic() + 30
-        while _group_alive(server.pid) and time.monotonic() < deadline:
+        while group_alive(server.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _group_alive(server.pid), "a process of `zssbir serve` outlived it"
+        assert not group_alive(server.pid), "a process of `zssbir serve` outlived it"
         with socket.socket() as probe:  # a new server can listen on the port again (as servers do, reusing an
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # address whose closed connections linger)
             probe.bind(("127.0.0.1", port))
             probe.listen()
     finally:
-        if _group_alive(server.pid):
+        if group_alive(server.pid):
             os.killpg(server.pid, signal.SIGKILL)
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def probe_paths() -> set[str]:
