@@ -69,6 +69,30 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
     return FilesAndServer(config, log)
 
 
+EARLY_BUILDS = pytest.StashKey[list]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In pytest-xdist's controller, start the shared builds before the workers even collect (some 20 s sooner)
+    where the run plainly includes the tests that need them: the whole suite or its e2e folder (or a file that
+    uses them), slow tests not deselected. Otherwise the first worker that collects such a test starts them."""
+    config = session.config
+    if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("numprocesses", None):
+        return
+    if config.option.markexpr or config.option.keyword:
+        return
+    wanted = {TESTS, TESTS / "e2e"} | {path for path in (TESTS / "e2e").glob("test_*.py")
+                                          if any(fixture in path.read_text() for fixture in shared_build.BUILDS)}
+    arguments = [Path(argument) for argument in config.args]
+    if arguments and all("::" not in str(argument) and argument.resolve() in wanted for argument in arguments):
+        root = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]  # the workers' shared root
+        config.stash[EARLY_BUILDS] = shared_build.start_builds(root, list(shared_build.BUILDS))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shared_build.stop(session.config.stash.get(EARLY_BUILDS, []))
+
+
 def _needs_a_build(item: pytest.Item) -> bool:
     return bool(set(shared_build.BUILDS) & set(getattr(item, "fixturenames", ())))
 

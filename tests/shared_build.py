@@ -46,12 +46,26 @@ sys.exit(build.returncode)
 
 def start_needed(items: list[pytest.Item], tmp_path_factory: pytest.TempPathFactory) -> list[subprocess.Popen]:
     """Start each build of ``BUILDS`` that a collected test needs and no other worker has claimed."""
+    needed = [fixture for fixture in BUILDS if any(fixture in getattr(item, "fixturenames", ()) for item in items)]
+    return start_builds(shared_root(tmp_path_factory), needed)
+
+
+def start_builds(root: Path, fixtures: list[str]) -> list[subprocess.Popen]:
+    """Start the builds of ``fixtures`` under ``root`` that nobody has claimed yet."""
     started = []
-    for fixture, (name, script, arguments) in BUILDS.items():
-        if any(fixture in getattr(item, "fixturenames", ()) for item in items):
-            process = start(shared_root(tmp_path_factory) / name, [sys.executable, str(TESTS / script), *arguments])
-            started += [process] if process else []
+    for fixture in fixtures:
+        name, script, arguments = BUILDS[fixture]
+        process = start(root / name, [sys.executable, str(TESTS / script), *arguments])
+        started += [process] if process else []
     return started
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    """Stop the builds still running (xdist's controller at the end: no worker is left to need them)."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
 
 
 def finish(processes: list[subprocess.Popen]) -> None:
