@@ -175,19 +175,22 @@ class LockCheck:
     many targets share it upstream."""
 
     def __init__(self, stages: dict[str, dict[str, Any]], root: Path = Path(".")) -> None:
-        self.stages, self.root = stages, root
+        self.root, self._repo = root, None
+        # dvc.lock keeps the entries of stages dvc.yaml no longer has (DVC does not prune them): not part of the
+        # pipeline, they are nobody's upstream
+        defined = {getattr(stage, "name", None) for stage in self._dvc_repo().index.stages}
+        self.stages = {name: stage for name, stage in stages.items() if name in defined}
         params_path = root / PARAMS_FILE
         self.params = (yaml.safe_load(params_path.read_text()) or {}) if params_path.is_file() else {}
-        self.upstream = upstream(stages)
+        self.upstream = upstream(self.stages)
         self._dependencies: dict[str, list[str]] = {}
-        self._repo: Any = None
 
     def _dvc_repo(self) -> Any:
         """DVC's view of dvc.yaml (reading it takes no lock: `register` runs while `dvc repro` holds it)."""
         if self._repo is None:
             from dvc.repo import Repo
 
-            self._repo = Repo(str(self.root))
+            self._repo = Repo(str(self.root.resolve()))
         return self._repo
 
     def stale_reasons(self, target: str, outputs_of: Iterable[str] = ()) -> list[str]:

@@ -67,6 +67,17 @@ def test_a_changed_definition_in_dvc_yaml_is_stale(project: Path) -> None:
         "make: its command in dvc.yaml changed since it ran", "use: its dependencies in dvc.yaml changed since it ran"]
 
 
+def test_entries_dvc_yaml_no_longer_has_are_ignored(project: Path) -> None:
+    """dvc.lock keeps the entries of stages removed from dvc.yaml (a clone's committed lock can hold an old
+    pipeline's): they are nobody's upstream, whatever paths they name."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    lock["stages"]["old_train"] = {"cmd": "python old.py", "deps": [{"path": "gone.py", "md5": "0" * 32}],
+                                   "outs": [{"path": "out.txt", "md5": "1" * 32}]}
+    (project / "dvc.lock").write_text(yaml.safe_dump(lock))
+    check = LockCheck(read_lock(project), project)
+    assert "old_train" not in check.stages and check.stale_reasons("use", ("use",)) == []
+
+
 def test_an_output_made_again_since_makes_its_users_stale(project: Path) -> None:
     (project / "src/a.py").write_text("print('a, again')\n")
     run_command(["dvc", "repro", "-q", "--single-item", "make"], project)  # `use` is not run again
