@@ -131,16 +131,11 @@ def _dependency_reasons(name: str, stages: dict[str, dict[str, Any]], params: di
     return reasons
 
 
-def _definition_reasons(name: str, stage: dict[str, Any], repo: Any, root: Path) -> list[str]:
-    """Where dvc.yaml (rendered by DVC itself: foreach, templating) now defines ``name`` otherwise than dvc.lock
-    recorded it: its command, its dependencies, its parameters or its outputs."""
+def _definition_reasons(name: str, stage: dict[str, Any], defined: Any) -> list[str]:
+    """Where dvc.yaml (``defined``: the stage as DVC renders it, foreach and templating applied) now defines
+    ``name`` otherwise than dvc.lock recorded it: its command, its dependencies, its parameters or its outputs."""
     from dvc.dependency.param import ParamsDependency
-    from dvc.exceptions import DvcException
 
-    try:
-        defined = repo.stage.collect(f"{(root / 'dvc.yaml').resolve()}:{name}")[0]  # not relative to the cwd
-    except (DvcException, IndexError) as error:
-        return [f"{name}: dvc.yaml no longer defines it as it ran ({error})"]
     reasons = []
     if defined.cmd != stage.get("cmd"):
         reasons.append(f"{name}: its command in dvc.yaml changed since it ran")
@@ -175,23 +170,18 @@ class LockCheck:
     many targets share it upstream."""
 
     def __init__(self, stages: dict[str, dict[str, Any]], root: Path = Path(".")) -> None:
-        self.root, self._repo = root, None
-        # dvc.lock keeps the entries of stages dvc.yaml no longer has (DVC does not prune them): not part of the
-        # pipeline, they are nobody's upstream
-        defined = {getattr(stage, "name", None) for stage in self._dvc_repo().index.stages}
-        self.stages = {name: stage for name, stage in stages.items() if name in defined}
+        from dvc.repo import Repo
+
+        self.root = root
+        # dvc.yaml as DVC renders it (reading takes no lock: `register` runs while `dvc repro` holds it). dvc.lock
+        # keeps the entries of stages dvc.yaml no longer has (DVC does not prune them): they are not part of the
+        # pipeline, and nobody's upstream
+        self.defined = {stage.name: stage for stage in Repo(str(root.resolve())).index.stages}
+        self.stages = {name: stage for name, stage in stages.items() if name in self.defined}
         params_path = root / PARAMS_FILE
         self.params = (yaml.safe_load(params_path.read_text()) or {}) if params_path.is_file() else {}
         self.upstream = upstream(self.stages)
         self._dependencies: dict[str, list[str]] = {}
-
-    def _dvc_repo(self) -> Any:
-        """DVC's view of dvc.yaml (reading it takes no lock: `register` runs while `dvc repro` holds it)."""
-        if self._repo is None:
-            from dvc.repo import Repo
-
-            self._repo = Repo(str(self.root.resolve()))
-        return self._repo
 
     def stale_reasons(self, target: str, outputs_of: Iterable[str] = ()) -> list[str]:
         """Why ``target``'s record (or that of a stage upstream of it) no longer describes the workspace, and
@@ -201,7 +191,7 @@ class LockCheck:
         reasons = []
         for name in sorted(self.upstream[target] | {target}):
             if name not in self._dependencies:
-                self._dependencies[name] = (_definition_reasons(name, self.stages[name], self._dvc_repo(), self.root)
+                self._dependencies[name] = (_definition_reasons(name, self.stages[name], self.defined[name])
                                             + _dependency_reasons(name, self.stages, self.params, self.root))
             reasons += self._dependencies[name]
         for name in outputs_of:

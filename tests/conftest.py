@@ -93,25 +93,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     shared_build.stop(session.config.stash.get(EARLY_BUILDS, []))
 
 
-def _needs_a_build(item: pytest.Item) -> bool:
-    return bool(set(shared_build.BUILDS) & set(getattr(item, "fixturenames", ())))
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The files whose tests need a shared build run last (the others keep the workers busy while it is built),
     the one with the most tests first; and their pytest-timeout covers the wait for the build."""
-    waiting = Counter(item.nodeid.split("::")[0] for item in items if _needs_a_build(item))
+    waiting = Counter(item.nodeid.split("::")[0] for item in items if shared_build.needs_a_build(item))
     items.sort(key=lambda item: (item.nodeid.split("::")[0] in waiting, -waiting[item.nodeid.split("::")[0]]))
     for item in items:
-        if _needs_a_build(item):
+        if shared_build.needs_a_build(item):
             item.add_marker(pytest.mark.timeout(shared_build.WAIT_SECONDS + 600))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_builds(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Starts, in the background, the expensive builds this run's tests need, once for all xdist workers."""
-    started = shared_build.start_needed(request.session.items, tmp_path_factory)
-    if os.environ.get("PYTEST_XDIST_WORKER") and any(_needs_a_build(item) for item in request.session.items):
+    items = request.session.items
+    started = shared_build.start_needed(items, tmp_path_factory)
+    if os.environ.get("PYTEST_XDIST_WORKER") and any(shared_build.needs_a_build(item) for item in items):
         os.nice(WORKER_NICENESS)  # the build (started above, by this worker or another) goes first on the cores
     yield
     shared_build.finish(started)

@@ -1,8 +1,9 @@
 """Expensive session fixtures built once per test run, however many pytest-xdist workers run it.
 
-The first worker to start a test claims a build (an exclusive file), starts it in the background (a subprocess, so
-it runs while that worker goes on with other tests) and waits for it at the end of its session; every worker that
-needs the result waits for the build's ``done`` marker. Without xdist the one process plays every part."""
+xdist's controller (where the run plainly includes the tests that need a build) or else the first worker to start a
+test claims a build (an exclusive file) and starts it in the background (a subprocess, so the tests go on); every
+worker that needs the result waits for the build's ``done`` marker. Without xdist the one process plays every
+part."""
 
 from __future__ import annotations
 
@@ -44,10 +45,14 @@ sys.exit(build.returncode)
 """
 
 
+def needs_a_build(item: pytest.Item) -> bool:
+    return bool(set(BUILDS) & set(getattr(item, "fixturenames", ())))
+
+
 def start_needed(items: list[pytest.Item], tmp_path_factory: pytest.TempPathFactory) -> list[subprocess.Popen]:
-    """Start each build of ``BUILDS`` that a collected test needs and no other worker has claimed."""
-    needed = [fixture for fixture in BUILDS if any(fixture in getattr(item, "fixturenames", ()) for item in items)]
-    return start_builds(shared_root(tmp_path_factory), needed)
+    """Start each build of ``BUILDS`` that a collected test needs and nobody has claimed."""
+    needed = {fixture for item in items for fixture in set(BUILDS) & set(getattr(item, "fixturenames", ()))}
+    return start_builds(shared_root(tmp_path_factory), sorted(needed))
 
 
 def start_builds(root: Path, fixtures: list[str]) -> list[subprocess.Popen]:

@@ -23,7 +23,7 @@ def test_committed_results_hold_no_machine_paths() -> None:
 
 
 def test_the_pattern_tells_paths_from_routes() -> None:
-    assert MACHINE_PATH.search('"bundle": "/work/main/artifacts/serving/bundle"')
+    assert MACHINE_PATH.search('"bundle": "/home/someone/zssbir/artifacts/serving/bundle"')
     assert MACHINE_PATH.search('"server_log": "/tmp/zssbir_bench_serving.log"')
     assert not MACHINE_PATH.search('"goal": "/search p99 at 8 clients"')
     assert not MACHINE_PATH.search('"bundle": "artifacts/serving/bundle"')
