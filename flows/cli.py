@@ -146,6 +146,63 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return _serve_champion(args)
 
 
+def _shared_store(args: argparse.Namespace):
+    from sbir.config import Params
+    from stages.shared_store import SharedStore, store_url
+
+    url = args.store or store_url(Params.load().value("register.store", str))
+    if not url:
+        raise ValueError("no shared model store: pass --store URL, set params.yaml register.store or "
+                         "ZSSBIR_MODEL_STORE (a folder, s3://bucket/prefix or dvc://<remote>)")
+    return SharedStore(url)
+
+
+def cmd_push_champion(args: argparse.Namespace) -> int:
+    """This checkout's champion (encoders, registration, serving bundle when built for it) to the shared store."""
+    from sbir import paths
+    from sbir.bundle_layout import meta_path, read_meta
+    from sbir.config import Params
+    from stages.shared_store import publish, publish_bundle
+
+    dataset, protocol = _protocol_and_dataset(args)
+    registry, store = _registry(), _shared_store(args)
+    champion = registry.champion(dataset, protocol)
+    if champion is None:
+        raise ValueError(f"no champion of {dataset} / {protocol} in {registry.home} to push; run `zssbir run`")
+    decision = publish(registry, store, champion["version"], protocol, Params.load().value("register.margin", float))
+    print(f"pushed {champion['method']} {champion['version']} to {store.url}: "
+          f"{'the team champion' if decision.promoted or decision.previous == decision.version else 'not promoted'}"
+          f" ({decision.reason})")
+    bundle = paths.serving_bundle()
+    if meta_path(bundle).is_file() and read_meta(bundle)["champion"]["version"] == champion["version"]:
+        entry = publish_bundle(store, bundle, champion["version"])
+        print(f"serving bundle pushed ({entry['bytes']} bytes, sha256 {entry['sha256'][:12]}…)")
+    else:
+        print(f"no serving bundle of {champion['version']} at {bundle} (`dvc repro index`); pushed without one")
+    return 0
+
+
+def cmd_pull_champion(args: argparse.Namespace) -> int:
+    """The team's champion from the shared store into this BentoML home, its bundle to --bundle; --serve: serve."""
+    from sbir import paths
+    from stages.shared_store import pull_champion
+
+    dataset, protocol = _protocol_and_dataset(args)
+    bundle = args.bundle or paths.serving_bundle()
+    record = pull_champion(_shared_store(args), _registry(), dataset, protocol, bundle)
+    print(f"champion of {dataset} / {protocol}: {record['method']} {record['version']} (score {record['score']:.4f},"
+          f" ledger generation {record['generation']}) imported into {os.environ['BENTOML_HOME']}; bundle at {bundle}")
+    if not args.serve:
+        print(f"serve it: ZSSBIR_BUNDLE={bundle} bentoml serve serving.service:SketchSearch  (or `dvc repro package`"
+              " then `zssbir serve`)")
+        return 0
+    sys.stdout.flush()
+    os.environ["ZSSBIR_BUNDLE"] = str(bundle.resolve())
+    replace_with([str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:SketchSearch",
+                  "--host", args.host, "--port", str(args.port)])
+    return 0  # not reached
+
+
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from flows import schedule
 
@@ -229,6 +286,19 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", default="promoted by hand")
     promote.add_argument("--no-rebuild", action="store_true", help="do not rebuild the serving bundle and Bento")
     promote.set_defaults(handler=cmd_promote)
+
+    for name, handler, text in (("push-champion", cmd_push_champion, "publish the champion to the shared store"),
+                                ("pull-champion", cmd_pull_champion, "import the shared store's champion here")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--store", help="store URL (default: ZSSBIR_MODEL_STORE, else params register.store)")
+        sub.add_argument("--dataset", help="default: params evaluate.dataset")
+        sub.add_argument("--metric", help="protocol (default: params register.metric)")
+        sub.set_defaults(handler=handler)
+        if name == "pull-champion":
+            sub.add_argument("--bundle", type=Path, help="where the serving bundle goes (default: the project's)")
+            sub.add_argument("--serve", action="store_true", help="then serve it (bentoml serve) on --host:--port")
+            sub.add_argument("--host", default="127.0.0.1")
+            sub.add_argument("--port", type=int, default=3000)
 
     scheduler = commands.add_parser("scheduler", help="Prefect server + the training flow on a schedule")
     scheduler.add_argument("action", choices=["start", "stop", "status", "serve"],

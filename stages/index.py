@@ -8,7 +8,9 @@ a user's folder of photos (``folder``; a photo's category is its parent folder's
 
 Output ``artifacts/serving/bundle/`` (written beside and swapped in whole), laid out by ``sbir.bundle_layout``:
 the champion's model tags, the gallery, the index and its recall as metadata, the index, the gallery table (id,
-path, category, instance id, label) and a thumbnail per photo. ``package`` ships it in the Bento.
+path, category, instance id, label) and a thumbnail per photo. ``package`` ships it in the Bento. Where a shared
+model store is set (``register.store`` or ``ZSSBIR_MODEL_STORE``), the bundle is published there beside its
+champion (``stages.shared_store``), for deployments that pull the champion instead of building it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sbir.index import IndexSpec, build_index, recall_at_k
 from sbir.manifest import read_manifest
 from sbir.stage import run_stage, stage_parser
 from stages.model_store import Registry, RegistryError
+from stages.shared_store import SharedStore, publish_bundle, store_url
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 log = logging.getLogger("stages.index")
@@ -151,6 +154,9 @@ def run_index(args: argparse.Namespace, params: Params) -> int:
     log.info("indexed %d photos (%s) with %s %s: %s index%s → %s", meta["gallery"]["size"], meta["gallery"]["source"],
              meta["champion"]["method"], meta["champion"]["version"], meta["index"]["kind"],
              "".join(f", {k} {v:.3f}" for k, v in meta["index"].items() if k.startswith("recall")), args.out)
+    if url := store_url(params.value("register.store", str)):
+        publish_bundle(SharedStore(url), args.out, meta["champion"]["version"])
+        log.info("serving bundle of %s published to %s", meta["champion"]["version"], url)
     return 0
 
 

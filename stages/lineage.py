@@ -61,11 +61,8 @@ def upstream(stages: dict[str, dict[str, Any]]) -> dict[str, frozenset[str]]:
 
 
 def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def folder_md5(folder: Path, root: Path = Path(".")) -> str:

@@ -117,6 +117,66 @@ def champion_key(dataset: str, protocol: str) -> str:
     return f"{dataset}|{protocol}"
 
 
+def empty_ledger() -> dict[str, Any]:
+    return {"format": LEDGER_FORMAT, "registrations": {}, "champions": {}, "history": []}
+
+
+def parse_ledger(data: bytes, where: str) -> dict[str, Any]:
+    """A ledger document from its bytes, or a ``RegistryError`` naming ``where`` it came from."""
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RegistryError(f"{where}: not valid JSON ({error})") from error
+    if not isinstance(document, dict) or document.get("format") != LEDGER_FORMAT:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise RegistryError(f"{where}: ledger format {found!r} is not supported (supported: {LEDGER_FORMAT})")
+    return document
+
+
+def record_registration(ledger: dict[str, Any], record: dict[str, Any], margin: float) -> Decision:
+    """Add a registration ``record`` to ``ledger`` (kept if its version is known: a model is judged per protocol,
+    so only its score under ``record["protocol"]`` is updated) and gate it: the one rule of every ledger, the
+    project's and the shared store's (``stages.shared_store``)."""
+    version, protocol = record["version"], record["protocol"]
+    known = ledger["registrations"].get(version)
+    if known is None:
+        ledger["registrations"][version] = record
+    elif record.get("store") and not known.get("store"):
+        known["store"] = record["store"]
+    ledger["registrations"][version].setdefault("evaluations", {})[protocol] = record["score"]
+    return gate(ledger, version, margin, protocol, already=known is not None)
+
+
+def gate(ledger: dict[str, Any], version: str, margin: float, protocol: str, already: bool) -> Decision:
+    """Promote ``version`` if it beats its (dataset, protocol) champion by more than ``margin`` and was not
+    rolled back by hand; log the decision."""
+    record = ledger["registrations"][version]
+    score = record["evaluations"][protocol]
+    key = champion_key(record["dataset"], protocol)
+    lineage = ledger["champions"].setdefault(key, [])
+    current = lineage[-1] if lineage else None
+    base = {"version": version, "method": record["method"], "dataset": record["dataset"],
+            "protocol": protocol, "score": score, "already_registered": already}
+    if current == version:
+        return Decision(**base, promoted=False, reason="already the champion", previous=current,
+                        previous_score=score)
+    previous_score = _score(ledger["registrations"][current], protocol) if current else None
+    if version in ledger.get("rolled_back", {}).get(key, []):
+        promoted, reason = False, f"rolled back by hand earlier; `zssbir promote {version}` restores it"
+    elif current is None:
+        promoted, reason = True, "no champion yet"
+    else:
+        delta = score - previous_score
+        promoted = delta > margin
+        reason = f"{protocol} {score:.4f} vs champion {previous_score:.4f} ({delta:+.4f}; needs > {margin:+.4f})"
+    if promoted:
+        lineage.append(version)
+    ledger["history"].append({"at": _now(), "event": "promoted" if promoted else "not_promoted", "key": key,
+                              "version": version, "previous": current, "score": score,
+                              "previous_score": previous_score, "reason": reason})
+    return Decision(**base, promoted=promoted, reason=reason, previous=current, previous_score=previous_score)
+
+
 class Registry:
     """The registry rooted at one BentoML home; every read-modify-write of the ledger holds its lock."""
 
@@ -139,15 +199,8 @@ class Registry:
 
     def ledger(self) -> dict[str, Any]:
         if not self.ledger_path.is_file():
-            return {"format": LEDGER_FORMAT, "registrations": {}, "champions": {}, "history": []}
-        try:
-            document = json.loads(self.ledger_path.read_text())
-        except json.JSONDecodeError as error:
-            raise RegistryError(f"{self.ledger_path}: not valid JSON ({error})") from error
-        if document.get("format") != LEDGER_FORMAT:
-            raise RegistryError(f"{self.ledger_path}: ledger format {document.get('format')!r} is not supported "
-                                f"(supported: {LEDGER_FORMAT})")
-        return document
+            return empty_ledger()
+        return parse_ledger(self.ledger_path.read_bytes(), str(self.ledger_path))
 
     def _write(self, ledger: dict[str, Any]) -> None:
         atomic_write_json(self.ledger_path, ledger)
@@ -184,6 +237,55 @@ class Registry:
         atomic_write_text(target.parent / "latest", version)
         shutil.rmtree(staging, ignore_errors=True)
 
+    def export_encoder(self, domain: str, version: str, folder: Path) -> Path:
+        """The stored encoder as one ``.bentomodel`` file in ``folder`` (BentoML's export)."""
+        import bentoml
+
+        name = ENCODER_MODELS[domain]
+        if not (self.model_path(domain, version) / "model.yaml").is_file():
+            raise RegistryError(f"{name}:{version} is not in the model store {self.models_dir}")
+        return Path(bentoml.models.export_model(f"{name}:{version}", str(folder / f"{name}-{version}.bentomodel"),
+                                                _model_store=self._store(self.models_dir)))
+
+    def import_encoder(self, domain: str, version: str, exported: Path) -> Path:
+        """An exported encoder (``export_encoder``) into the store, through staging like a registration; a model
+        already stored is kept. Returns its folder."""
+        import bentoml
+
+        target, name = self.model_path(domain, version), ENCODER_MODELS[domain]
+        if (target / "model.yaml").is_file():
+            return target
+        with self._locked():
+            staging = self.staging_dir / f"{os.getpid()}-import-{domain}"
+            shutil.rmtree(staging, ignore_errors=True)
+            model = bentoml.models.import_model(str(exported), _model_store=self._store(staging))
+            if str(model.tag) != f"{name}:{version}":
+                raise RegistryError(f"{exported}: holds {model.tag}, expected {name}:{version}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging / name / version, target)
+            atomic_write_text(target.parent / "latest", version)
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def adopt(self, record: dict[str, Any], reason: str) -> None:
+        """Make another ledger's registration (a shared store's champion) this ledger's champion of its (dataset,
+        protocol); its encoders must be in the store already (``import_encoder``)."""
+        missing = [d for d in ENCODER_MODELS if not (self.model_path(d, record["version"]) / "model.yaml").is_file()]
+        if missing:
+            raise RegistryError(f"{record['version']}: encoders {missing} are not in {self.models_dir}; import them "
+                                "first")
+        with self._locked():
+            ledger = self.ledger()
+            ledger["registrations"].setdefault(record["version"], record)
+            key = champion_key(record["dataset"], record["protocol"])
+            lineage = ledger["champions"].setdefault(key, [])
+            previous = lineage[-1] if lineage else None
+            if previous != record["version"]:
+                lineage.append(record["version"])
+                ledger["history"].append({"at": _now(), "event": "adopted", "key": key, "version": record["version"],
+                                          "previous": previous, "score": record["score"], "reason": reason})
+                self._write(ledger)
+
     def _clean_staging(self) -> None:
         shutil.rmtree(self.staging_dir, ignore_errors=True)
 
@@ -207,7 +309,6 @@ class Registry:
         with self._locked():
             self._clean_staging()
             ledger = self.ledger()
-            known = ledger["registrations"].get(version)
             metadata = store_safe({key: record[key] for key in ("method", "dataset", "protocol", "score", "metrics",
                                                                 "params", "git_revision", "data_fingerprint",
                                                                 "registered_at")})
@@ -215,44 +316,10 @@ class Registry:
                 self._store_encoder(domain, version, checkpoint, labels, metadata)
                 _fault(f"stored_{domain}")
             self._clean_staging()
-            if known is None:
-                ledger["registrations"][version] = record
-            # a model is judged per protocol: a changed metric or a re-evaluation updates its score for that one
-            ledger["registrations"][version].setdefault("evaluations", {})[protocol] = score
-            decision = self._gate(ledger, version, margin, protocol, already=known is not None)
+            decision = record_registration(ledger, record, margin)
             self._write(ledger)
             _fault("ledger_written")
         return decision
-
-    def _gate(self, ledger: dict[str, Any], version: str, margin: float, protocol: str,
-              already: bool) -> Decision:
-        """Promote ``version`` if it beats its (dataset, protocol) champion by more than ``margin`` and was not
-        rolled back by hand; log the decision."""
-        record = ledger["registrations"][version]
-        score = record["evaluations"][protocol]
-        key = champion_key(record["dataset"], protocol)
-        lineage = ledger["champions"].setdefault(key, [])
-        current = lineage[-1] if lineage else None
-        base = {"version": version, "method": record["method"], "dataset": record["dataset"],
-                "protocol": protocol, "score": score, "already_registered": already}
-        if current == version:
-            return Decision(**base, promoted=False, reason="already the champion", previous=current,
-                            previous_score=score)
-        previous_score = _score(ledger["registrations"][current], protocol) if current else None
-        if version in ledger.get("rolled_back", {}).get(key, []):
-            promoted, reason = False, f"rolled back by hand earlier; `zssbir promote {version}` restores it"
-        elif current is None:
-            promoted, reason = True, "no champion yet"
-        else:
-            delta = score - previous_score
-            promoted = delta > margin
-            reason = f"{protocol} {score:.4f} vs champion {previous_score:.4f} ({delta:+.4f}; needs > {margin:+.4f})"
-        if promoted:
-            lineage.append(version)
-        ledger["history"].append({"at": _now(), "event": "promoted" if promoted else "not_promoted", "key": key,
-                                  "version": version, "previous": current, "score": score,
-                                  "previous_score": previous_score, "reason": reason})
-        return Decision(**base, promoted=promoted, reason=reason, previous=current, previous_score=previous_score)
 
     # -- champions ------------------------------------------------------------------------------------------
     def champion(self, dataset: str, protocol: str) -> dict[str, Any] | None:

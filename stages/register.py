@@ -10,7 +10,10 @@ definitions, code, data or parameters changed after they ran, or its files on di
 ``stages.lineage``) is not a candidate, and is listed with the reasons; a registration records its train stage's dependency hashes and
 parameters from dvc.lock and the commit that recorded them (``git_revision``: that commit, else the checkout's).
 
-Params: ``register`` (metric, margin, include_baselines) and ``evaluate.dataset``. Output:
+Shared store: where ``register.store`` (or ``ZSSBIR_MODEL_STORE``) names one, the local champion's encoders
+and registration are published to it (``stages.shared_store``), gated there against the team's champion.
+
+Params: ``register`` (metric, margin, include_baselines, store) and ``evaluate.dataset``. Output:
 ``artifacts/register/<dataset>.json`` (every candidate's score, the stale models left out, the registered version,
 the decision).
 """
@@ -33,6 +36,7 @@ from sbir.io import atomic_write_json
 from sbir.stage import run_stage, stage_parser
 from stages.lineage import LockCheck, lineage, read_lock
 from stages.model_store import Decision, Registry, RegistryError
+from stages.shared_store import SharedStore, publish, store_url
 
 log = logging.getLogger("stages.register")
 
@@ -45,6 +49,7 @@ class RegisterParams:
     metric: str  # e.g. zero_shot/map_all/sklearn/query
     margin: NonNegativeFloat  # a challenger must beat the champion by more than this
     include_baselines: bool
+    store: str  # shared model store URL (stages.shared_store), "" for none; ZSSBIR_MODEL_STORE overrides it
 
     def __post_init__(self) -> None:
         if "/" not in self.metric:
@@ -124,11 +129,18 @@ def run_register(args: argparse.Namespace, params: Params) -> int:
     verdict = "promoted to champion" if decision.promoted else "registered, not promoted"
     log.info("%s %s (%s = %.4f): %s — %s", decision.method, decision.version, settings.metric, decision.score,
              verdict, decision.reason)
+    champion = (registry.champion(dataset, settings.metric) or {}).get("version")
+    shared = None
+    if (url := store_url(settings.store)) and champion:
+        shared = publish(registry, SharedStore(url), champion, settings.metric, settings.margin).to_dict()
+        log.info("shared store %s: %s %s", url, shared["version"],
+                 "is the team's champion" if shared["promoted"] or shared["reason"] == "already the champion"
+                 else f"not promoted — {shared['reason']}")
     atomic_write_json(paths.register_report(dataset), {
         "dataset": dataset, "settings": as_params(settings), "candidates": scores, "stale": stale,
-        "decision": decision.to_dict(),
-        "champion": (registry.champion(dataset, settings.metric) or {}).get("version"),
-        "store": paths.in_repository(Path(registry.home)) or str(registry.home)})
+        "decision": decision.to_dict(), "champion": champion,
+        "store": paths.in_repository(Path(registry.home)) or str(registry.home),
+        "shared_store": {"url": url, "decision": shared} if shared else None})
     return 0
 
 

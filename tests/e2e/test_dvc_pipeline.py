@@ -16,6 +16,7 @@ from helpers import copy_project, run_command
 
 from sbir.manifest import read_manifest
 from stages.model_store import Registry
+from stages.shared_store import SharedStore
 
 pytestmark = pytest.mark.slow
 
@@ -194,6 +195,7 @@ def test_the_quick_path_never_registers_a_method_whose_code_changed(reproduced_p
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["run"]["models"] = ["baseline_hog"]
     params["register"]["margin"] += 0.001  # the register stage runs again
+    params["register"]["store"] = str(tmp_path / "team-store")  # and publishes to a shared store, index too
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     shown = run_command(["zssbir", "run"], project, env={"BENTOML_HOME": str(project / ".bentoml")})
@@ -208,5 +210,9 @@ def test_the_quick_path_never_registers_a_method_whose_code_changed(reproduced_p
     assert champion["lineage"]["committed_in"] == champion["git_revision"] == head
     assert champion["lineage"]["deps"] == {dep["path"]: dep["md5"]
                                            for dep in stages[f"train@{champion['method']}"]["deps"]}
+    generation, shared = SharedStore(str(tmp_path / "team-store")).ledger()
+    team = shared["registrations"][shared["champions"][f"openmoji_zs|{report['settings']['metric']}"][-1]]
+    assert team["version"] == report["champion"] == champion["version"] and generation == 2  # models, then bundle
+    assert set(team["store"]) == {"models", "bundle"} and report["shared_store"]["decision"]["promoted"]
     # what a user sees: no DVC hints, the table whole
     assert "git add" not in shown.stdout and "…" not in shown.stdout and "baseline_imagenet" in shown.stdout

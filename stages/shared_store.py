@@ -1,0 +1,259 @@
+"""The shared model store: champions, their encoders and their serving bundles where other machines reach them.
+
+A training pod registers into its own BentoML home (``stages.model_store``) and publishes here; a serving
+deployment, or a colleague's checkout, pulls the champion from here (``pull_champion``). The store is a folder
+behind an fsspec URL — a local or mounted folder, ``s3://bucket/prefix`` (AWS or any S3-compatible server; the
+endpoint from ``AWS_ENDPOINT_URL``, credentials the AWS way) — or a DVC remote of the project, ``dvc://<name>``
+(its URL and S3 settings from DVC's config). Layout under it:
+
+- ``models/<name>/<version>/<sha256>.bentomodel``: an encoder, BentoML's export; content-addressed, so an upload
+  never overwrites different bytes, and uploaded under a temporary name then moved into place.
+- ``bundles/<version>/<sha256>.tar``: the serving bundle (``index`` stage) built with that version's photo encoder.
+- ``ledger/<generation>.json``: the shared ledger, one immutable document per change; the newest is current. A
+  change is a compare-and-swap: read generation N, apply the change, create N+1 *only if it does not exist*
+  (``O_EXCL`` on a folder, ``If-None-Match: *`` on S3); a writer that loses re-reads and re-applies its change.
+  Backends without an atomic create-if-absent are refused rather than trusted.
+
+The shared ledger has the project ledger's format and rules (``stages.model_store.record_registration``): the
+gate runs against the team's champion, so two checkouts registering at once leave one consistent ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sbir.errors import StoreError
+from stages.model_store import (ENCODER_MODELS, Decision, Registry, champion_key, empty_ledger, parse_ledger,
+                                record_registration)
+
+STORE_ENV = "ZSSBIR_MODEL_STORE"  # overrides params.yaml register.store (a deployment's setting)
+ATOMIC_CREATE = {"file", "local", "s3", "s3a"}  # fsspec protocols whose exclusive create ("xb") is atomic
+GENERATION = re.compile(r"^(\d{8})\.json$")
+T = TypeVar("T")
+
+
+class SharedStoreError(StoreError):
+    """The shared store cannot do what was asked: says which store, which object and what to do."""
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def dvc_remote(name: str, repo: Path = Path(".")) -> tuple[str, dict[str, Any]]:
+    """A DVC remote's URL and the fsspec options its DVC settings mean (S3: endpoint, region, profile, keys)."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as project:
+        remotes = project.config.get("remote", {})
+    if name not in remotes:
+        raise SharedStoreError(f"dvc://{name}: no DVC remote of that name in {repo.resolve()}/.dvc/config; "
+                               f"remotes: {sorted(remotes) or 'none'} (`dvc remote add {name} <url>`)")
+    settings = remotes[name]
+    url, options, client = settings["url"], {}, {}
+    for dvc_key, key in (("profile", "profile"), ("access_key_id", "key"), ("secret_access_key", "secret")):
+        if settings.get(dvc_key):
+            options[key] = settings[dvc_key]
+    for dvc_key, key in (("endpointurl", "endpoint_url"), ("region", "region_name")):
+        if settings.get(dvc_key):
+            client[key] = settings[dvc_key]
+    if client:
+        options["client_kwargs"] = client
+    if "://" not in url and not Path(url).is_absolute():  # DVC resolves a relative folder against .dvc/
+        url = str((repo / ".dvc" / url).resolve())
+    return url, options
+
+
+def store_url(configured: str | None) -> str | None:
+    """The store to use: ``ZSSBIR_MODEL_STORE`` if set, else the configured one (params.yaml register.store);
+    None when neither names one (no shared store: the project-local registry only)."""
+    return os.environ.get(STORE_ENV) or configured or None
+
+
+class SharedStore:
+    """One shared store; every ledger change is a compare-and-swap (``update``)."""
+
+    def __init__(self, url: str, repo: Path = Path("."), **options: Any) -> None:
+        import fsspec
+
+        self.url = url
+        if url.startswith("dvc://"):
+            url, remote_options = dvc_remote(url.removeprefix("dvc://"), repo)
+            options = {**remote_options, **options}
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url, **options)
+        except (ImportError, ValueError) as error:
+            raise SharedStoreError(f"model store {self.url}: {error}") from None
+        protocols = {self.fs.protocol} if isinstance(self.fs.protocol, str) else set(self.fs.protocol)
+        if not protocols & ATOMIC_CREATE:
+            raise SharedStoreError(f"model store {self.url}: its backend ({'/'.join(sorted(protocols))}) has no "
+                                   f"atomic create-if-absent, which the shared ledger needs; use a folder or S3")
+        self.root = self.root.rstrip("/")
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    # -- ledger ---------------------------------------------------------------------------------------------
+    def generation(self) -> int:
+        """The number of the current ledger document (0: no ledger yet)."""
+        folder = self._path("ledger")
+        self.fs.invalidate_cache(folder)  # listings are cached (s3fs): another machine's write must be seen
+        try:
+            names = [Path(entry).name for entry in self.fs.ls(folder, detail=False)]
+        except FileNotFoundError:
+            return 0
+        return max((int(match[1]) for name in names if (match := GENERATION.match(name))), default=0)
+
+    def ledger(self) -> tuple[int, dict[str, Any]]:
+        """(generation, ledger): the current shared ledger; an empty one at generation 0."""
+        generation = self.generation()
+        if generation == 0:
+            return 0, empty_ledger()
+        path = self._path("ledger", f"{generation:08d}.json")
+        return generation, parse_ledger(self.fs.cat_file(path), f"{self.url}: {path}")
+
+    def update(self, change: Callable[[dict[str, Any]], T], attempts: int = 100) -> T:
+        """Apply ``change`` to the current ledger and write it as the next generation, if nobody wrote that one
+        first; otherwise re-read and re-apply (``change`` must be a pure function of the ledger)."""
+        for attempt in range(attempts):
+            generation, ledger = self.ledger()
+            result = change(ledger)
+            document = json.dumps(ledger, indent=1, sort_keys=True).encode()
+            self.fs.makedirs(self._path("ledger"), exist_ok=True)
+            try:
+                with self.fs.open(self._path("ledger", f"{generation + 1:08d}.json"), "xb") as handle:
+                    handle.write(document)
+                return result
+            except FileExistsError:
+                time.sleep(random.uniform(0.01, 0.05 * (1 + min(attempt, 10))))  # another writer won: back off
+        raise SharedStoreError(f"model store {self.url}: the ledger changed under {attempts} attempts in a row; "
+                               "too many writers at once, try again")
+
+    # -- files ----------------------------------------------------------------------------------------------
+    def put(self, local: Path, folder: str, suffix: str) -> dict[str, Any]:
+        """Upload ``local`` as ``<folder>/<sha256><suffix>`` unless those bytes are there already; its entry."""
+        sha, size = _sha256(local), local.stat().st_size
+        relative = f"{folder}/{sha}{suffix}"
+        target = self._path(relative)
+        self.fs.invalidate_cache(self._path(folder))
+        if not (self.fs.exists(target) and self.fs.size(target) == size):
+            self.fs.makedirs(self._path(folder), exist_ok=True)
+            partial = f"{target}.{uuid.uuid4().hex}.part"
+            self.fs.put_file(str(local), partial)
+            self.fs.mv(partial, target)  # a rename on a folder, a copy on S3: never a half file under the name
+        return {"path": relative, "sha256": sha, "bytes": size}
+
+    def get(self, entry: dict[str, Any], local: Path) -> Path:
+        """Download an entry (``put``) to ``local`` and check its bytes against the ledger's sha256."""
+        try:
+            self.fs.get_file(self._path(entry["path"]), str(local))
+        except FileNotFoundError:
+            raise SharedStoreError(f"model store {self.url}: {entry['path']} is named by the ledger but missing") from None
+        if (found := _sha256(local)) != entry["sha256"]:
+            raise SharedStoreError(f"model store {self.url}: {entry['path']} has sha256 {found}, the ledger says "
+                                   f"{entry['sha256']}: the store is corrupt or was changed by hand")
+        return local
+
+
+def publish(registry: Registry, store: SharedStore, version: str, protocol: str, margin: float) -> Decision:
+    """A registered version's encoders into the store and its registration into the shared ledger, gated against
+    the team's champion of its (dataset, protocol)."""
+    record = registry.ledger()["registrations"].get(version)
+    if record is None:
+        raise SharedStoreError(f"{version} is not registered in {registry.ledger_path}; register it first")
+    entries = {}
+    with tempfile.TemporaryDirectory(prefix="zssbir-publish-") as scratch:
+        for domain, name in ENCODER_MODELS.items():
+            exported = registry.export_encoder(domain, version, Path(scratch))
+            entries[domain] = store.put(exported, f"models/{name}/{version}", ".bentomodel")
+    shared = {**record, "protocol": protocol, "score": record.get("evaluations", {}).get(protocol, record["score"]),
+              "store": {"models": entries}}
+    return store.update(lambda ledger: record_registration(ledger, json.loads(json.dumps(shared)), margin))
+
+
+def _tar(folder: Path, archive: Path) -> None:
+    """A deterministic tar of ``folder`` (sorted names, no owners, no times): one bundle, one sha256."""
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        return info
+
+    with tarfile.open(archive, "w") as tar:
+        for path in sorted(folder.rglob("*")):
+            tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False, filter=clean)
+
+
+def publish_bundle(store: SharedStore, bundle: Path, version: str) -> dict[str, Any]:
+    """The serving bundle built with ``version``'s photo encoder into the store, named by its registration."""
+    with tempfile.TemporaryDirectory(prefix="zssbir-bundle-") as scratch:
+        archive = Path(scratch) / "bundle.tar"
+        _tar(bundle, archive)
+        entry = store.put(archive, f"bundles/{version}", ".tar")
+
+    def attach(ledger: dict[str, Any]) -> None:
+        record = ledger["registrations"].get(version)
+        if record is None:
+            raise SharedStoreError(f"model store {store.url}: {version} is not in the shared ledger; publish its "
+                                   "registration first (`zssbir push-champion`)")
+        record.setdefault("store", {})["bundle"] = entry
+
+    store.update(attach)
+    return entry
+
+
+def shared_champion(store: SharedStore, dataset: str, protocol: str) -> tuple[int, dict[str, Any]]:
+    """(generation, registration) of the team's champion of (dataset, protocol)."""
+    generation, ledger = store.ledger()
+    lineage = ledger["champions"].get(champion_key(dataset, protocol), [])
+    if not lineage:
+        known = sorted(ledger["champions"]) or "none"
+        raise SharedStoreError(f"model store {store.url}: no champion of {dataset} / {protocol} (ledger generation "
+                               f"{generation}; champions: {known})")
+    return generation, ledger["registrations"][lineage[-1]]
+
+
+def pull_champion(store: SharedStore, registry: Registry, dataset: str, protocol: str,
+                  bundle: Path | None = None) -> dict[str, Any]:
+    """The team's champion into this BentoML home (its encoders, checked against the ledger's sha256, and its
+    registration as the local champion), and its serving bundle to ``bundle`` when given and published."""
+    generation, record = shared_champion(store, dataset, protocol)
+    version, stored = record["version"], record.get("store", {})
+    with tempfile.TemporaryDirectory(prefix="zssbir-pull-") as scratch:
+        for domain, name in ENCODER_MODELS.items():
+            exported = store.get(stored["models"][domain], Path(scratch) / f"{name}.bentomodel")
+            registry.import_encoder(domain, version, exported)
+        registry.adopt(record, f"pulled from {store.url} (ledger generation {generation})")
+        if bundle is not None:
+            if "bundle" not in stored:
+                raise SharedStoreError(f"model store {store.url}: champion {version} has no serving bundle yet; "
+                                       "its index stage publishes one (`zssbir push-champion` after `dvc repro index`)")
+            _unpack(store.get(stored["bundle"], Path(scratch) / "bundle.tar"), bundle)
+    return {**record, "generation": generation}
+
+
+def _unpack(archive: Path, bundle: Path) -> None:
+    """Extract next to ``bundle`` and swap it in: a reader sees the old bundle or the new, never a mix."""
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{bundle.name}-", dir=bundle.parent))
+    fresh.chmod(0o755)
+    with tarfile.open(archive) as tar:
+        tar.extractall(fresh, filter="data")
+    old = bundle.with_name(f".{bundle.name}-old-{uuid.uuid4().hex[:8]}")
+    if bundle.exists():
+        os.rename(bundle, old)
+    os.rename(fresh, bundle)
+    shutil.rmtree(old, ignore_errors=True)
