@@ -453,3 +453,30 @@ def test_gpu_variant_requests_a_gpu_and_cpu_variant_does_not() -> None:
         assert any(t.get("key") == GPU for t in spec.get("tolerations") or []) or spec.get("nodeSelector"), \
             f"{_rel(K8S_GPU)}: Deployment {dep['metadata']['name']} has neither a {GPU} toleration nor a nodeSelector"
     assert not _gpu_amounts(K8S_CPU), f"{_rel(K8S_CPU)}: resources request {GPU} in the CPU variant"
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_serving_pulls_the_champion_from_the_shared_store_into_what_the_server_reads(path: Path) -> None:
+    for dep in _of_kind(path, "Deployment"):
+        spec = dep["spec"]["template"]["spec"]
+        (init,), (server,) = spec["initContainers"], spec["containers"]
+        where = f"{_rel(path)}: Deployment {dep['metadata']['name']}"
+        assert init["command"][:2] == ["zssbir", "pull-champion"] and init["image"] == "zssbir-train:latest", where
+        bundle = init["command"][init["command"].index("--bundle") + 1]
+        init_env = {e["name"]: e for e in init["env"]}
+        server_env = {e["name"]: e.get("value") for e in server["env"]}
+        assert init_env["ZSSBIR_MODEL_STORE"]["valueFrom"]["configMapKeyRef"]["key"] == "url", where
+        assert server_env["BENTOML_HOME"] == init_env["BENTOML_HOME"]["value"], f"{where}: not the pulled home"
+        assert server_env["ZSSBIR_BUNDLE"] == bundle, f"{where}: the server does not read the pulled bundle"
+        volumes = {v["name"] for v in spec["volumes"]}
+        mounts = [{(m["name"], m["mountPath"]) for m in c["volumeMounts"]} for c in (init, server)]
+        assert mounts[0] == mounts[1] and {name for name, _ in mounts[0]} <= volumes, where
+        (mount,) = {path for _, path in mounts[0]}
+        assert bundle.startswith(mount) and server_env["BENTOML_HOME"].startswith(mount), where
+        assert server["args"][:3] == ["bentoml", "serve", "serving.service:SketchSearch"], where
+
+
+def test_training_deployments_publish_to_the_shared_store(project: dict[str, Any]) -> None:
+    for deployment in project["deployments"]:
+        env = deployment["work_pool"]["job_variables"].get("env", {})
+        assert "ZSSBIR_MODEL_STORE" in env, f"{deployment['name']}: no ZSSBIR_MODEL_STORE in job_variables.env"
