@@ -86,7 +86,14 @@ class SearchBundle:
         started = time.perf_counter()
         k = check_k(k, self.limits)
         check_has_ink(sketch)
-        query = self.encode([sketch], "sketch")
+        return self.rank(self.encode([sketch], "sketch"), k, category, started)
+
+    def rank(self, query: np.ndarray, k: int, category: str | None = None,
+             started: float | None = None) -> dict[str, Any]:
+        """The top-k gallery photos of an encoded sketch (``query``: one row), as ``search`` answers them; the
+        service encodes in batches across requests (``serving.batching``) and ranks here."""
+        started = time.perf_counter() if started is None else started
+        k = check_k(k, self.limits)
         if category:
             rows = self._category_rows(category)
             scores, local = top_k(query, self._gallery_vectors()[rows], k)
@@ -133,15 +140,21 @@ class SearchBundle:
     def _model_view(self, image: Image.Image, domain: str) -> Image.Image:
         return Image.fromarray(self.sketch_model.preprocess(domain).load(image).permute(1, 2, 0).numpy())
 
-    def synthesize(self, sketch: Image.Image, photos: int = 8) -> dict[str, Any]:
-        """A photo-like picture for the sketch, assembled from the patches of its top gallery photos (patch
-        replacement), where the model supports it; ``photo_ids`` are the photos the patches came from."""
-        model = self.sketch_model
-        if not isinstance(model, PatchSynthesizer):
+    def can_synthesize(self) -> None:
+        """A 422 where the served model cannot synthesize."""
+        if not isinstance(self.sketch_model, PatchSynthesizer):
             raise BadUpload(f"the served model ({self.meta['champion']['method']}) cannot synthesize; "
                             f"its capabilities: {', '.join(self.capabilities)}", 422)
+
+    def synthesize(self, sketch: Image.Image, photos: int = 8, query: np.ndarray | None = None) -> dict[str, Any]:
+        """A photo-like picture for the sketch, assembled from the patches of its top gallery photos (patch
+        replacement), where the model supports it; ``photo_ids`` are the photos the patches came from.
+        ``query``: the sketch's embedding where the caller encoded it already (batched, in the service)."""
+        self.can_synthesize()
+        model = self.sketch_model
         check_has_ink(sketch)
-        _, found = self.index.search(self.encode([sketch], "sketch"), max(1, min(photos, self.size)))
+        query = self.encode([sketch], "sketch") if query is None else query
+        _, found = self.index.search(query, max(1, min(photos, self.size)))
         ids = [int(row) for row in found[0] if row >= 0]
         if not ids:
             raise BadUpload("the gallery has no photos to synthesize from", 422)

@@ -2,7 +2,9 @@
 
 - ``RequestGuard`` (ASGI middleware): a body above the byte limit is refused (413) before it is read — declared
   by Content-Length, or counted while a chunked body arrives; every 4xx gets the one error shape (BentoML 1.4.39
-  wraps its own in a one-element list, FastAPI says ``detail``, Starlette answers plain text).
+  wraps its own in a one-element list, FastAPI says ``detail``, Starlette answers plain text); a request that
+  adaptive batching sheds for capacity (BentoML's 503 "overloaded") is a 429 with ``Retry-After``.
+- ``RefusalLog``: a refused request is logged in one line, not with a traceback.
 - ``UploadFormSerde``: BentoML's form parsing with the client's mistakes answered 400 instead of 500.
 - ``RequestError`` / ``refuse``: a refused upload (``serving.uploads.BadUpload``) as BentoML's exception.
 """
@@ -10,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -58,11 +61,13 @@ class UploadFormSerde(MultipartSerde):
 
 
 BATCHED_ROUTES = ("/encode_sketch", "/encode_photo")
+RETRY_AFTER_S = 1  # what a refused-for-capacity client is told to wait (429 Retry-After)
 
 
 async def _check_images(form: Any) -> None:
     """Decode every image of one request before adaptive batching merges it with other clients' requests: a bad
-    image must fail its own request, not the merged batch."""
+    image must fail its own request, not the merged batch. The picture rides on the form part (``Upload.of``), so
+    nothing is decoded twice."""
     from serving.settings import upload_limits
 
     limits = upload_limits()
@@ -70,14 +75,34 @@ async def _check_images(form: Any) -> None:
         data = await value.read()
         await value.seek(0)
         try:
-            decode_image(data, limits, f"{name}[{index}]")
+            value.decoded_picture = decode_image(data, limits, f"{name}[{index}]")
         except BadUpload as error:
             raise refuse(error) from None
 
 
+class RefusalLog(logging.Filter):
+    """BentoML logs every exception of an API with its traceback, a client's mistake included: a refused request
+    (a 4xx ``BentoMLException``) becomes one line — route, status and the message the client got."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        status = getattr(getattr(error, "error_code", None), "value", 500)
+        if isinstance(error, BentoMLException) and status < 500:
+            path, method = (*(record.args or ()), "", "")[:2]  # BentoML's "Exception on %s [%s]": path, method
+            record.msg, record.args = "refused %s %s: %d %s", (method, path, status, error)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def install_form_checks() -> None:
-    """Route BentoML's multipart and url-encoded parsing through ``UploadFormSerde``."""
+    """Route BentoML's multipart and url-encoded parsing through ``UploadFormSerde``; log refusals in one line."""
     ALL_SERDE["multipart/form-data"] = ALL_SERDE["application/x-www-form-urlencoded"] = UploadFormSerde
+    api_log = logging.getLogger("bentoml._internal.server.http_app")  # where BentoML logs an API's exceptions
+    if not any(isinstance(f, RefusalLog) for f in api_log.filters):
+        api_log.addFilter(RefusalLog())
+
+
 
 
 def _error_body(payload: bytes, status: int) -> bytes:
@@ -126,7 +151,8 @@ class RequestGuard:
         body: list[bytes] = []
 
         async def reshape(message: dict) -> None:
-            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+            if message["type"] == "http.response.start" and (400 <= message["status"] < 500 or (
+                    message["status"] == 503 and scope.get("method") == "POST")):
                 start.update(message)
                 return
             if not start:
@@ -135,11 +161,16 @@ class RequestGuard:
             body.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            payload = _error_body(b"".join(body), start["status"])
+            payload, status = _error_body(b"".join(body), start["status"]), start["status"]
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length",
                                                                                          b"content-type")]
-            await send({**start, "headers": [*headers, (b"content-type", b"application/json"),
-                                             (b"content-length", str(len(payload)).encode())]})
+            if status == 503:  # adaptive batching shed the request: the server is at capacity, not broken
+                status, payload = 429, json.dumps({"error": f"the server is at capacity (requests would wait more "
+                                                            f"than its latency budget); retry after {RETRY_AFTER_S} s"}).encode()
+            if status == 429:
+                headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
+            await send({**start, "status": status, "headers": [*headers, (b"content-type", b"application/json"),
+                                                               (b"content-length", str(len(payload)).encode())]})
             await send({"type": "http.response.body", "body": payload})
 
         await self.app(scope, receive, reshape)

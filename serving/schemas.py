@@ -3,12 +3,13 @@ with examples, and what the service checks its own answers against."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ImageUpload = Annotated[Path, Field(description="an image file: PNG, JPEG, WebP, GIF, BMP or TIFF, any mode (CMYK, "
+from serving.uploads import Upload
+
+ImageUpload = Annotated[Upload, Field(description="an image file: PNG, JPEG, WebP, GIF, BMP or TIFF, any mode (CMYK, "
                                                 "palette, 16-bit, alpha, EXIF-rotated and animated are converted)")]
 K = Annotated[int, Field(description="how many gallery photos to return (1 … the server's max_k; more than the "
                                      "gallery holds returns the whole gallery)", examples=[12])]

@@ -12,11 +12,15 @@ stage and shipped inside the Bento). Settings (threads, batching latency, upload
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import bentoml
 import numpy as np
+from PIL import Image
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -25,9 +29,10 @@ from sbir.bundle_layout import meta_path, read_meta
 from serving.guards import RequestGuard, install_form_checks, refuse
 from serving.schemas import Category, Explanation, ImageUpload, K, PhotoId, SearchResponse, Synthesis
 from serving.settings import API_THREADS, BUNDLE, MAX_LATENCY_MS, upload_limits
-from serving.uploads import BadUpload, decode_image
+from serving.uploads import BadUpload, Upload, check_has_ink, check_k, decode_image
 
 STATIC = Path(__file__).with_name("static")
+T = TypeVar("T")
 
 
 def _bundle_meta() -> dict[str, Any]:
@@ -56,26 +61,42 @@ class SketchSearch:
     def __init__(self) -> None:
         import torch
 
+        from serving.batching import EncodeBatcher
         from serving.bundle import SearchBundle
 
-        # API_THREADS calls run at once: each gets its share of the cores
-        torch.set_num_threads(int(os.environ.get("ZSSBIR_TORCH_THREADS",
-                                                 max(1, (os.cpu_count() or 1) // API_THREADS))))
+        # one batch encodes at a time (batched APIs and EncodeBatcher alike): it gets every core
+        torch.set_num_threads(int(os.environ.get("ZSSBIR_TORCH_THREADS", os.cpu_count() or 1)))
         self.limits = upload_limits()
         self.bundle = SearchBundle(BUNDLE, self.sketch_encoder.path, self.photo_encoder.path,
                                    self.limits)
+        self.sketches = EncodeBatcher(lambda pictures: self.bundle.encode(pictures, "sketch"), MAX_LATENCY_MS)
+        self.work = anyio.CapacityLimiter(API_THREADS)  # decoding, ranking, explaining: API_THREADS at once
 
-    def _decode(self, path: Path, field: str):
+    def _decode(self, upload: Upload, field: str) -> Image.Image:
         try:
-            size = path.stat().st_size
-            if size > self.limits.max_bytes:
-                raise BadUpload(f"{field}: {size} bytes exceeds the limit of {self.limits.max_bytes} bytes", 413)
-            return decode_image(path.read_bytes(), self.limits, field)
+            if len(upload.data) > self.limits.max_bytes:
+                raise BadUpload(f"{field}: {len(upload.data)} bytes exceeds the limit of {self.limits.max_bytes} "
+                                "bytes", 413)
+            return upload.picture or decode_image(upload.data, self.limits, field)
         except BadUpload as error:
             raise refuse(error) from None
 
-    def _encode(self, images: list[Path], domain: str) -> np.ndarray:
-        pictures = [self._decode(path, f"images[{i}]") for i, path in enumerate(images)]
+    async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` in a worker thread (at most API_THREADS at once); a refusal as its 4xx."""
+        try:
+            return await anyio.to_thread.run_sync(work, *args, limiter=self.work)
+        except BadUpload as error:
+            raise refuse(error) from None
+
+    def _sketch(self, upload: Upload, check: Callable[[], Any]) -> Image.Image:
+        """The decoded sketch, after ``check`` (the request's other refusals) and the blank-sketch check, in the
+        order a client meets them: the file, the request, the ink."""
+        picture = self._decode(upload, "sketch")
+        check()
+        return check_has_ink(picture)
+
+    def _encode(self, images: list[Upload], domain: str) -> np.ndarray:
+        pictures = [self._decode(upload, f"images[{i}]") for i, upload in enumerate(images)]
         return self.bundle.encode(pictures, domain)
 
     @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=MAX_LATENCY_MS)
@@ -89,32 +110,27 @@ class SketchSearch:
         return self._encode(images, "photo")
 
     @bentoml.api
-    def search(self, sketch: ImageFile, k: K = 12, category: Category = None) -> SearchResponse:
-        """The top-k gallery photos for a sketch: id, score, category, instance id, label and image URL."""
-        picture = self._decode(sketch, "sketch")
-        try:
-            return SearchResponse.model_validate(self.bundle.search(picture, k, category))
-        except BadUpload as error:
-            raise refuse(error) from None
+    async def search(self, sketch: ImageFile, k: K = 12, category: Category = None) -> SearchResponse:
+        """The top-k gallery photos for a sketch: id, score, category, instance id, label and image URL. The
+        sketch is encoded in one batch with concurrent requests' sketches (``serving.batching``)."""
+        started = time.perf_counter()
+        picture = await self._off_loop(self._sketch, sketch, lambda: check_k(k, self.limits))
+        query = await self.sketches([picture])
+        return SearchResponse.model_validate(await self._off_loop(self.bundle.rank, query, k, category, started))
 
     @bentoml.api
-    def explain(self, sketch: ImageFile, photo_id: PhotoId) -> Explanation:
+    async def explain(self, sketch: ImageFile, photo_id: PhotoId) -> Explanation:
         """The patch correspondences a sketch–photo match relies on, and their picture (PNG data URL); a 422
         where the served model has no explain capability."""
-        picture = self._decode(sketch, "sketch")
-        try:
-            return Explanation.model_validate(self.bundle.explain(picture, photo_id))
-        except BadUpload as error:
-            raise refuse(error) from None
+        picture = await self._off_loop(self._decode, sketch, "sketch")
+        return Explanation.model_validate(await self._off_loop(self.bundle.explain, picture, photo_id))
 
     @bentoml.api
-    def synthesize(self, sketch: ImageFile) -> Synthesis:
+    async def synthesize(self, sketch: ImageFile) -> Synthesis:
         """A photo-like picture for the sketch from gallery patches; a 422 where the model cannot synthesize."""
-        picture = self._decode(sketch, "sketch")
-        try:
-            return Synthesis.model_validate(self.bundle.synthesize(picture))
-        except BadUpload as error:
-            raise refuse(error) from None
+        picture = await self._off_loop(self._sketch, sketch, self.bundle.can_synthesize)
+        query = await self.sketches([picture])
+        return Synthesis.model_validate(await self._off_loop(self.bundle.synthesize, picture, 8, query))
 
     @web.get("/info")
     def info(self) -> dict[str, Any]:

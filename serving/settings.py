@@ -15,7 +15,7 @@ from serving.uploads import UploadLimits
 
 BUNDLE = Path(os.environ.get("ZSSBIR_BUNDLE", "artifacts/serving/bundle"))
 API_THREADS = int(os.environ.get("ZSSBIR_API_THREADS", "2"))
-MAX_LATENCY_MS = int(os.environ.get("ZSSBIR_MAX_LATENCY_MS", "2000"))
+MAX_LATENCY_MS = int(os.environ.get("ZSSBIR_MAX_LATENCY_MS", "5000"))
 
 
 def upload_limits() -> UploadLimits:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic_core import core_schema
 
 from sbir.images import flatten_alpha
 from sbir.ink import BLANK_INK_FRACTION, ink_fraction
@@ -36,6 +39,41 @@ class UploadLimits:
 # The formats the service opens: the web's and cameras'. Others Pillow can read (EPS via
 # Ghostscript, DDS, SPIDER, …) are refused: every extra decoder is attack surface a sketch search does not need.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG opens multi-picture (MPO) files too
+
+
+class Upload(PurePosixPath):
+    """An uploaded file held in memory: ``data`` its bytes, the path its client-side name, ``picture`` the image
+    once decoded (a batched route decodes before batching, ``serving.guards``). A ``PurePath`` only so that
+    BentoML treats the field as a file part of a multipart form; unlike BentoML's ``Path`` fields, nothing is
+    written to a temporary file."""
+
+    data: bytes = b""
+    picture: Image.Image | None = None
+
+    @classmethod
+    def of(cls, value: Any) -> Upload:
+        if isinstance(value, Upload):
+            return value
+        if hasattr(value, "file") and hasattr(value, "filename"):  # Starlette's UploadFile of a form part
+            value.file.seek(0)
+            upload = cls(PurePosixPath(value.filename or "upload").name or "upload")
+            upload.data, upload.picture = value.file.read(), getattr(value, "decoded_picture", None)
+            return upload
+        if isinstance(value, bytes):
+            upload = cls("upload")
+            upload.data = value
+            return upload
+        raise ValueError("expected a file upload (multipart/form-data)")
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls.of, serialization=core_schema.plain_serializer_function_ser_schema(lambda upload: upload.data))
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        return {"type": "file", "format": "binary"} if handler.mode == "validation" else {"type": "string",
+                                                                                          "format": "binary"}
 
 
 class BadUpload(ValueError):

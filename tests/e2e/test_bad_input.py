@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -356,3 +357,16 @@ def test_a_bad_image_fails_only_its_own_request_in_a_batch(service_url: str) -> 
     with ThreadPoolExecutor(max_workers=16) as pool:
         statuses = list(pool.map(post, bodies))
     assert statuses[:12] == [200] * 12 and statuses[12:] == [400] * 4
+
+
+def test_a_refused_request_is_logged_in_one_line(small_server: Any):
+    http, _, log = small_server
+    marker = f"k: {97} exceeds"
+    response = http.post("/search", files={"sketch": ("s.png", good_png())}, data={"k": "97"})
+    assert response.status_code == 422 and marker in response.json()["error"]
+    deadline = time.monotonic() + 10
+    while marker not in log.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = [line for line in log.read_text(errors="replace").splitlines() if marker in line]
+    assert len(lines) == 1 and "refused POST /search: 422 k: 97 exceeds" in lines[0], lines
+    assert "Traceback" not in log.read_text(errors="replace")
