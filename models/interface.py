@@ -27,7 +27,7 @@ from PIL import Image
 
 from sbir.explanations import MatchExplanation, Synthesis
 from sbir.images import square_rgb
-from sbir.ink import normalize_ink
+from sbir.ink import ink_strokes
 
 DOMAINS = ("sketch", "photo")
 
@@ -50,8 +50,9 @@ class Preprocess:
 
     def load(self, image: Image.Image) -> torch.Tensor:
         """PIL image (any mode) → (3, size, size) uint8 tensor; transparency becomes white. Runs in loader workers."""
-        picture = normalize_ink(image, self.image_size) if self.ink else square_rgb(image, self.image_size)
-        array = np.asarray(picture, dtype=np.uint8)
+        if self.ink:  # grey strokes: the three channels are equal
+            return torch.from_numpy(ink_strokes(image, self.image_size))[None].expand(3, -1, -1).contiguous()
+        array = np.asarray(square_rgb(image, self.image_size), dtype=np.uint8)
         return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ STROKE_THRESHOLD = 0.7  # for the skeleton, after smoothing: keeps anti-aliased 
 # search with. 1e-3 is a stroke of a tenth of the side at a 1 % width; every style-shift sketch holds over 10x
 # more (the least, off_centre_partial at 128 px: 0.015; thin_grey 0.020; tests/code/test_sketch_styles.py).
 BLANK_INK_FRACTION = 1e-3
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 MEASURE_SIDE = 256  # ink is measured on a copy at most this large (area-averaged): one drawing scores alike at any
 # resolution (thin lines of a large scan stay ink: contrast is stretched after), and a huge upload costs no more
 
@@ -33,10 +34,19 @@ def stretch_contrast(gray: np.ndarray, ink_percentile: float = 0.05, paper_perce
     The ink level is read on a slightly blurred copy (single noisy pixels do not set it); a sparse drawing
     (a thin outline on a large page) is a tiny share of the pixels, hence the low percentile."""
     ink = np.percentile(ndimage.gaussian_filter(gray, 0.5), ink_percentile)
-    paper = np.percentile(gray, paper_percentile)
+    paper = _paper_level(gray, paper_percentile)
     if paper - ink < min_range:
         return np.ones_like(gray)
     return np.clip((gray - ink) / (paper - ink), 0.0, 1.0)
+
+
+def _paper_level(gray: np.ndarray, percentile: float) -> np.floating:
+    """``np.percentile(gray, percentile)``, found by one count where white paper fills every rank around it (most
+    sketches: the percentile then interpolates between equal neighbours, 1.0), else by the partition."""
+    below = int((gray.size - 1) * percentile / 100) - 1  # a rank before the interpolated one, with a margin
+    if below >= 0 and np.count_nonzero(gray == 1.0) >= gray.size - below:
+        return np.float32(1.0) if gray.dtype == np.float32 else np.float64(1.0)
+    return np.percentile(gray, percentile)
 
 
 def crop_to_ink(gray: np.ndarray, margin: float = 0.08) -> np.ndarray:
@@ -56,11 +66,20 @@ def ink_skeleton(gray: np.ndarray, min_blob: float = 2e-4) -> np.ndarray:
     """One-pixel centre lines of the ink, specks smaller than ``min_blob`` of the image's area removed. A slight
     blur (1/128 of the side) first rounds off the staircase of upscaled bitmaps."""
     ink = ndimage.gaussian_filter(gray, sigma=max(0.5, gray.shape[0] / 128)) < STROKE_THRESHOLD
-    labels, count = ndimage.label(ink, structure=np.ones((3, 3)))  # 8-connected: thin diagonals hold together
-    if count:
-        sizes = ndimage.sum(ink, labels, index=np.arange(1, count + 1))
-        ink = np.isin(labels, 1 + np.flatnonzero(sizes >= max(2.0, min_blob * gray.size)))
+    labels, sizes = _blobs(ink)
+    if sizes.size > 1:
+        keep = sizes >= max(2.0, min_blob * gray.size)
+        keep[0] = False  # the paper
+        ink = keep[labels]
     return skeletonize(ink)
+
+
+def _blobs(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8-connected blobs of ``ink`` (thin diagonals hold together): their labels and each label's pixel count
+    (label 0, the paper, first). ``np.bincount`` counts them in one pass, ``ndimage.sum`` per label took twice as
+    long (benchmarks/results/preprocessing.md)."""
+    labels, count = ndimage.label(ink, structure=EIGHT_CONNECTED)
+    return labels, np.bincount(labels.ravel(), minlength=count + 1)
 
 
 def ink_fraction(image: Image.Image, min_blob: float = 2e-4) -> float:
@@ -68,10 +87,7 @@ def ink_fraction(image: Image.Image, min_blob: float = 2e-4) -> float:
     levels stretched as ``normalize_ink`` does, specks smaller than ``min_blob`` of the area (noise, dust) not
     counted."""
     ink = stretch_contrast(_gray(image, MEASURE_SIDE)) < INK_THRESHOLD
-    labels, count = ndimage.label(ink, structure=np.ones((3, 3)))
-    if not count:
-        return 0.0
-    sizes = ndimage.sum(ink, labels, index=np.arange(1, count + 1))
+    sizes = _blobs(ink)[1][1:]
     return float(sizes[sizes >= max(2.0, min_blob * ink.size)].sum() / ink.size)
 
 
@@ -88,15 +104,41 @@ def redraw_strokes(skeleton: np.ndarray, size: int, width: float) -> np.ndarray:
     scale = size / skeleton.shape[0]
     canvas = np.zeros((size, size), dtype=bool)
     canvas[np.minimum((rows * scale).astype(int), size - 1), np.minimum((cols * scale).astype(int), size - 1)] = True
-    distance = ndimage.distance_transform_edt(~canvas)
+    distance = near_distance(canvas, width / 2 + 0.5)
     return np.clip(distance - width / 2 + 0.5, 0.0, 1.0).astype(np.float32)
 
 
-def normalize_ink(image: Image.Image, size: int, stroke_width: float | None = None, margin: float = 0.08) -> Image.Image:
-    """A sketch as dark strokes of one width (default ``size / 40`` px), centred in a white ``size`` square; RGB."""
+def near_distance(canvas: np.ndarray, reach: float, max_offsets: int = 25) -> np.ndarray:
+    """The Euclidean distance of every pixel to the nearest ``canvas`` pixel where it is below ``reach``, inf
+    beyond: what ``redraw_strokes`` needs (farther pixels are paper either way), the same float64 values as
+    ``ndimage.distance_transform_edt`` (the square root of an integer squared distance). Thin strokes reach a few
+    pixels, so a few shifted comparisons beat a whole distance transform; wide ones fall back to it."""
+    near = int(np.ceil(reach))
+    offsets = [(dy, dx) for dy in range(-near, near + 1) for dx in range(-near, near + 1) if dy * dy + dx * dx < reach * reach]
+    if len(offsets) > max_offsets:
+        distance = ndimage.distance_transform_edt(~canvas)
+        return np.where(distance < reach, distance, np.inf)
+    height, width = canvas.shape
+    squared = np.full(canvas.shape, np.inf)
+    for dy, dx in sorted(offsets, key=lambda offset: offset[0] ** 2 + offset[1] ** 2):
+        hit = np.zeros_like(canvas)  # pixels whose neighbour at (dy, dx) is a canvas pixel
+        hit[max(0, -dy):height - max(0, dy), max(0, -dx):width - max(0, dx)] = \
+            canvas[max(0, dy):height - max(0, -dy), max(0, dx):width - max(0, -dx)]
+        squared[hit & np.isinf(squared)] = dy * dy + dx * dx
+    return np.sqrt(squared)
+
+
+def ink_strokes(image: Image.Image, size: int, stroke_width: float | None = None, margin: float = 0.08) -> np.ndarray:
+    """A sketch as dark strokes of one width (default ``size / 40`` px), centred in a white ``size`` square; grey
+    levels, uint8 (``size``, ``size``)."""
     framed = crop_to_ink(stretch_contrast(_gray(image)), margin)
     strokes = redraw_strokes(ink_skeleton(framed), size, stroke_width if stroke_width is not None else max(1.0, size / 40))
-    return Image.fromarray((strokes * 255).round().astype(np.uint8)).convert("RGB")
+    return (strokes * 255).round().astype(np.uint8)
+
+
+def normalize_ink(image: Image.Image, size: int, stroke_width: float | None = None, margin: float = 0.08) -> Image.Image:
+    """``ink_strokes`` as an RGB picture."""
+    return Image.fromarray(ink_strokes(image, size, stroke_width, margin)).convert("RGB")
 
 
 def _gray(image: Image.Image, max_side: int | None = None) -> np.ndarray:

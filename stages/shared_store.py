@@ -20,7 +20,6 @@ gate runs against the team's champion, so two checkouts registering at once leav
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sbir.errors import StoreError
+from sbir.manifest import file_sha256
 from stages.model_store import (ENCODER_MODELS, Decision, Registry, champion_key, empty_ledger, parse_ledger,
                                 record_registration)
 
@@ -46,11 +46,6 @@ T = TypeVar("T")
 
 class SharedStoreError(StoreError):
     """The shared store cannot do what was asked: says which store, which object and what to do."""
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def dvc_remote(name: str, repo: Path = Path(".")) -> tuple[str, dict[str, Any]]:
@@ -145,7 +140,7 @@ class SharedStore:
     # -- files ----------------------------------------------------------------------------------------------
     def put(self, local: Path, folder: str, suffix: str) -> dict[str, Any]:
         """Upload ``local`` as ``<folder>/<sha256><suffix>`` unless those bytes are there already; its entry."""
-        sha, size = _sha256(local), local.stat().st_size
+        sha, size = file_sha256(local), local.stat().st_size
         relative = f"{folder}/{sha}{suffix}"
         target = self._path(relative)
         self.fs.invalidate_cache(self._path(folder))
@@ -162,7 +157,7 @@ class SharedStore:
             self.fs.get_file(self._path(entry["path"]), str(local))
         except FileNotFoundError:
             raise SharedStoreError(f"model store {self.url}: {entry['path']} is named by the ledger but missing") from None
-        if (found := _sha256(local)) != entry["sha256"]:
+        if (found := file_sha256(local)) != entry["sha256"]:
             raise SharedStoreError(f"model store {self.url}: {entry['path']} has sha256 {found}, the ledger says "
                                    f"{entry['sha256']}: the store is corrupt or was changed by hand")
         return local
