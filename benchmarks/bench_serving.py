@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import sys
@@ -89,6 +90,29 @@ def bare_forward(bundle: SearchBundle, pngs: list[bytes], duration: float) -> di
     return {**{name: calls[name] * BATCH / spent[name] for name in steps}, "others_cpu_s": float(cpu[2] - cpu[1])}
 
 
+def search_profile(bundle: SearchBundle, pngs: list[bytes], requests: int = 200) -> dict[str, float]:
+    """Median milliseconds of each step of one /search in-process (what the server does for one request, without
+    HTTP): decode, blank check, preprocessing, forward of one sketch, ranking."""
+    from sbir.ink import ink_fraction
+
+    model, limits, spent = bundle.sketch_model, UploadLimits(), {}
+    preprocess = model.preprocess("sketch")
+
+    def timed(name: str, step):
+        started = time.perf_counter()
+        value = step()
+        spent.setdefault(name, []).append((time.perf_counter() - started) * 1000)
+        return value
+
+    for data in (pngs * (1 + requests // len(pngs)))[:requests]:
+        picture = timed("decode (Pillow)", lambda: decode_image(data, limits))
+        timed("blank check (ink fraction)", lambda: ink_fraction(picture))
+        tensor = timed("preprocessing (ink normalisation)", lambda: preprocess.load(picture)[None])
+        query = timed("forward, one sketch", lambda: model.encode_batch(tensor, "sketch"))
+        timed("ranking (index top-k + hits)", lambda: bundle.rank(query, 12))
+    return {name: float(np.median(values)) for name, values in spent.items()}
+
+
 def tree(pid: int) -> list[psutil.Process]:
     root = psutil.Process(pid)
     return [root, *root.children(recursive=True)]
@@ -102,13 +126,14 @@ def cpu_seconds(server: int | None = None) -> np.ndarray:
                      sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)])
 
 
-def batch_metric(url: str) -> np.ndarray:
-    """(sum, count) of the server's adaptive batch size histogram (requests per batch) of encode_sketch."""
+def batch_metric(url: str, metric: str = "bentoml_service_adaptive_batch_size", route: str = "encode_sketch") -> np.ndarray:
+    """(sum, count) of a requests-per-batch histogram of the server: BentoML's of a batchable API (``route``), or
+    the service's own of /search and /synthesize (``zssbir_sketch_batch_requests``, ``route=""``)."""
     values = {"sum": 0.0, "count": 0.0}
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         for line in response.read().decode().splitlines():
             for key in values:
-                if line.startswith(f"bentoml_service_adaptive_batch_size_{key}{{") and "encode_sketch" in line:
+                if line.startswith((f"{metric}_{key}{{", f"{metric}_{key} ")) and route in line:
                     values[key] += float(line.rsplit(" ", 1)[1])
     return np.array([values["sum"], values["count"]])
 
@@ -189,11 +214,13 @@ def search_latency(url: str, bodies: list, requests: int, backoff: float) -> dic
     target, out = f"{url}/search", {}
     asyncio.run(run_clients([(target, bodies, 1)], backoff, per_client=20))  # warm-up
     for clients in (1, 8):
-        started = time.perf_counter()
+        started, batches = time.perf_counter(), batch_metric(url, "zssbir_sketch_batch_requests", "")
         tally = asyncio.run(run_clients([(target, bodies, clients)], backoff, per_client=requests // clients))[target]
+        summed, formed = batch_metric(url, "zssbir_sketch_batch_requests", "") - batches
         out[f"clients_{clients}"] = {"ok_requests": len(tally.latencies), "errors": tally.errors,
                                      "p50_ms": tally.p(50), "p99_ms": tally.p(99),
-                                     "requests_per_s": len(tally.latencies) / (time.perf_counter() - started)}
+                                     "requests_per_s": len(tally.latencies) / (time.perf_counter() - started),
+                                     "requests_per_batch": summed / formed if formed else None}
     one, eight = out["clients_1"]["p99_ms"], out["clients_8"]["p99_ms"]
     out["p99_ratio_8_over_1"] = eight / one if one and eight else None
     return out
@@ -285,12 +312,29 @@ def markdown(r: dict) -> str:
                      f"| {h['ratio_to_baseline']:.2f} | {fmt(h['requests_per_batch'])} ({fmt(h['images_per_batch'])}) "
                      f"| {fmt(h['p50_ms'])} / {fmt(h['p99_ms'])} | {sum(h['errors'].values())} {h['errors'] or ''} | "
                      + " / ".join(f"{v:.0f}" for v in h["cpu_s"].values()) + " |")
-    lines += ["", "## /search latency (k=12)", "", "| clients | ok requests | p50 ms | p99 ms | requests/s | non-200 |",
-              "|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "## /search latency (k=12)", "", "| clients | ok requests | p50 ms | p99 ms | requests/s | non-200 | "
+              "requests per encoding batch |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for c in (1, 8):
         row = search[f"clients_{c}"]
         lines.append(f"| {c} | {row['ok_requests']} | {fmt(row['p50_ms'])} | {fmt(row['p99_ms'])} | "
-                     f"{row['requests_per_s']:.1f} | {sum(row['errors'].values())} |")
+                     f"{row['requests_per_s']:.1f} | {sum(row['errors'].values())} | {fmt(row.get('requests_per_batch'))} |")
+    profile = r.get("search_profile_ms")
+    if profile:
+        inside, one = sum(profile.values()), search["clients_1"]["p50_ms"]
+        lines += ["", "### Where one /search's milliseconds go", "",
+                  "Medians of each step in-process (the server's work for one request, no HTTP), against the p50 of one "
+                  "client over HTTP:", "", "| step | ms |", "|---|---:|"]
+        lines += [f"| {name} | {ms:.2f} |" for name, ms in profile.items()]
+        lines += [f"| **sum of the steps** | **{inside:.2f}** |", f"| one client over HTTP, p50 | {one:.2f} |",
+                  f"| HTTP, BentoML and the client (the difference) | {one - inside:.2f} |"]
+    if r.get("before"):
+        before = r["before"]
+        lines += ["", "## Before and after issue 21's serving changes", "",
+                  f"Before: `serving_http.before.json`, {before.get('code', 'the earlier code')}, on "
+                  f"{before['machine']['cpu']} ({before['machine']['cores']} cores).", "",
+                  "| measure | before | now |", "|---|---:|---:|"]
+        for label, (old, new) in comparison(r["before"], r).items():
+            lines.append(f"| {label} | {old} | {new} |")
     lines += ["", f"p99 ratio 8 / 1 clients: {fmt(search['p99_ratio_8_over_1'], 2)}.", "", "## Soak", "",
               f"{s['seconds']} s, 16 encode clients (1 image) + 8 search clients: {s['ok_requests']} ok "
               f"({s['ok_per_s']:.1f}/s: {s['encode_ok']} encode, {s['search_ok']} search, search p99 "
@@ -300,6 +344,23 @@ def markdown(r: dict) -> str:
               f"{rss['peak']:.0f} MiB, last {rss['last']:.0f} MiB; mean of first / last 10 %: "
               f"{rss['first_10pct_mean']:.0f} / {rss['last_10pct_mean']:.0f} MiB ({s['rss_growth']:+.1%})."]
     return "\n".join(lines) + "\n"
+
+
+def comparison(before: dict, now: dict) -> dict[str, tuple[str, str]]:
+    """The numbers the issue named, from an earlier result document and this one."""
+    def numbers(r: dict) -> dict[str, str]:
+        one, eight, search = r["http"]["single"], r["http"]["eight"], r["search"]
+        return {"bare `bundle.encode`, img/s": f"{r['bare']['baseline_images_per_s']:.0f}",
+                "HTTP 32 clients x 1 image, img/s (ratio)": f"{one['images_per_s']:.0f} ({one['ratio_to_baseline']:.2f}x)",
+                "HTTP 32 clients x 8 images, img/s (ratio)": f"{eight['images_per_s']:.0f} ({eight['ratio_to_baseline']:.2f}x)",
+                "HTTP x8 non-200": f"{sum(eight['errors'].values())}",
+                "/search p99 1 client, ms": f"{search['clients_1']['p99_ms']:.1f}",
+                "/search p99 8 clients, ms": f"{search['clients_8']['p99_ms']:.1f}",
+                "/search p99 ratio 8 / 1": f"{search['p99_ratio_8_over_1']:.2f}",
+                "/search requests/s, 8 clients": f"{search['clients_8']['requests_per_s']:.0f}",
+                "soak non-200": f"{r['soak']['error_count']}"}
+    old, new = numbers(before), numbers(now)
+    return {label: (old[label], new[label]) for label in new}
 
 
 def main() -> None:
@@ -327,6 +388,8 @@ def main() -> None:
     print(f"{info['cpu']}: {info['cores']} cores, torch threads {args.threads}, {len(pngs)} sketches", flush=True)
     before = bare_forward(bundle, pngs, args.duration)
     print(f"bare: {before}", flush=True)
+    profile = search_profile(bundle, pngs)
+    print(f"one /search in-process, ms: {profile}", flush=True)
     log = Path(tempfile.gettempdir()) / "zssbir_bench_serving.log"
     print(f"server log: {log}", flush=True)
     with bentoml_server("serving.service:SketchSearch", ROOT / ".bentoml", log,
@@ -351,8 +414,12 @@ def main() -> None:
               "bare": {"batch": BATCH, "before": before, "after": after, "baseline_images_per_s": baseline,
                        "ratio_tensor_forward_to_baseline": (before["tensor_forward"] + after["tensor_forward"]) / 2
                        / baseline},
-              "http": http, "search": search, "soak": soaked, "wall_s": time.perf_counter() - wall}
+              "http": http, "search": search, "soak": soaked, "search_profile_ms": profile,
+              "wall_s": time.perf_counter() - wall}
     result["goals"] = goals(result)
+    earlier = RESULTS / "serving_http.before.json"  # the numbers before issue 21's changes, for comparison
+    if earlier.is_file():
+        result["before"] = json.loads(earlier.read_text())
     print(markdown(result))
     if out_dir is not None:
         atomic_write_json(out_dir / "serving_http.json", result)

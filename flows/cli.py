@@ -183,7 +183,8 @@ def cmd_push_champion(args: argparse.Namespace) -> int:
 
 
 def cmd_pull_champion(args: argparse.Namespace) -> int:
-    """The team's champion from the shared store into this BentoML home, its bundle to --bundle; --serve: serve."""
+    """The team's champion from the shared store into this BentoML home, its bundle to --bundle; --build: its
+    Bento; --serve: serve it."""
     from sbir import paths
     from stages.shared_store import pull_champion
 
@@ -192,9 +193,17 @@ def cmd_pull_champion(args: argparse.Namespace) -> int:
     record = pull_champion(_shared_store(args), _registry(), dataset, protocol, bundle)
     print(f"champion of {dataset} / {protocol}: {record['method']} {record['version']} (score {record['score']:.4f},"
           f" ledger generation {record['generation']}) imported into {os.environ['BENTOML_HOME']}; bundle at {bundle}")
+    if args.build:  # the Bento of exactly this champion and bundle, as the package stage builds it
+        if bundle.resolve() != paths.serving_bundle().resolve():
+            raise ValueError(f"--build packs the project's bundle ({paths.serving_bundle()}): leave --bundle out")
+        from stages.package import main as package
+
+        if code := package([]):
+            return code
+        return cmd_serve(args) if args.serve else 0
     if not args.serve:
-        print(f"serve it: ZSSBIR_BUNDLE={bundle} bentoml serve serving.service:SketchSearch  (or `dvc repro package`"
-              " then `zssbir serve`)")
+        print(f"serve it: `zssbir pull-champion --build --serve`, or ZSSBIR_BUNDLE={bundle} bentoml serve "
+              "serving.service:SketchSearch")
         return 0
     sys.stdout.flush()
     os.environ["ZSSBIR_BUNDLE"] = str(bundle.resolve())
@@ -296,7 +305,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if name == "pull-champion":
             sub.add_argument("--bundle", type=Path, help="where the serving bundle goes (default: the project's)")
-            sub.add_argument("--serve", action="store_true", help="then serve it (bentoml serve) on --host:--port")
+            sub.add_argument("--build", action="store_true", help="then build its Bento (the package stage)")
+            sub.add_argument("--serve", action="store_true", help="then serve it on --host:--port (the built Bento "
+                                                                  "with --build, else the service from source)")
             sub.add_argument("--host", default="127.0.0.1")
             sub.add_argument("--port", type=int, default=3000)
 

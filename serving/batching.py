@@ -1,39 +1,79 @@
-"""Sketch encodings of concurrent requests, merged into batches: ``/search`` and ``/synthesize`` encode through
-BentoML's own adaptive dispatcher (``CorkDispatcher``, the one behind its batchable APIs), so eight clients
-searching at once cost one forward pass of eight sketches, not eight of one."""
+"""Sketch encodings of concurrent requests, merged into batches: ``/search`` and ``/synthesize`` encode through an
+``EncodeBatcher``, so eight clients searching at once cost a few forward passes of several sketches, not eight of
+one.
+
+Opportunistic batching: an idle batcher encodes a request at once; requests that arrive while a batch runs wait
+and go together in the next one. BentoML's ``CorkDispatcher`` (behind its batchable APIs) was tried here first: it
+holds a lone request back hoping for company, which cost one client 3-5 ms of /search p50 on 2 cores
+(benchmarks/results/serving_http.md), where a search takes 11 ms.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import time
+from collections.abc import Callable
 
 import anyio
 import numpy as np
-from bentoml._internal.marshal.dispatcher import CorkDispatcher
 from PIL import Image
 
 from serving.guards import RequestError
 
 
-def _at_capacity() -> np.ndarray:
-    raise RequestError("the server is at capacity (the sketch would wait more than its latency budget); retry", 429)
-
-
 class EncodeBatcher:
-    """``await batcher(pictures)``: their embeddings, encoded in one batch with whatever other requests are
-    waiting (at most ``max_batch_size`` pictures; a request predicted to wait over ``max_latency_ms`` is refused
-    with a 429). One batch runs at a time, in a worker thread, off the event loop."""
+    """``await batcher(pictures)``: their embeddings, encoded together with whatever other requests are waiting
+    (at most ``max_batch_size`` pictures a batch, one batch at a time, in a worker thread). A request that waited
+    more than ``max_latency_ms`` for its turn is refused with a 429: the server is at capacity."""
 
     def __init__(self, encode: Callable[[list[Image.Image]], np.ndarray], max_latency_ms: int,
-                 max_batch_size: int = 64) -> None:
-        self.encode = encode
-        self._dispatch = CorkDispatcher(max_latency_ms, max_batch_size, fallback=_at_capacity,
-                                        get_batch_size=len, batch_dim=(0, 0))(self._run)
-
-    async def _run(self, requests: Sequence[list[Image.Image]]) -> list[np.ndarray]:
-        pictures = [picture for request in requests for picture in request]
-        vectors = await anyio.to_thread.run_sync(self.encode, pictures)
-        bounds = np.cumsum([0, *(len(request) for request in requests)])
-        return [vectors[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+                 max_batch_size: int = 64, observe: Callable[[int], object] | None = None) -> None:
+        self.encode, self.observe = encode, observe  # observe: told each batch's number of requests (a metric)
+        self.max_wait, self.max_batch_size = max_latency_ms / 1000, max_batch_size
+        self._waiting: list[tuple[list[Image.Image], asyncio.Future, float]] = []
+        self._running = False
 
     async def __call__(self, pictures: list[Image.Image]) -> np.ndarray:
-        return await self._dispatch(pictures)
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((pictures, future, time.monotonic()))
+        if not self._running:  # the event loop is one thread: no lock needed around the flag
+            self._running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    def _next_batch(self) -> list[tuple[list[Image.Image], asyncio.Future, float]]:
+        """The oldest waiting requests, up to ``max_batch_size`` pictures (at least one request); those that
+        waited too long are refused instead."""
+        batch, size, now = [], 0, time.monotonic()
+        while self._waiting and (not batch or size + len(self._waiting[0][0]) <= self.max_batch_size):
+            pictures, future, queued = self._waiting.pop(0)
+            if now - queued > self.max_wait:
+                future.set_exception(RequestError(f"the server is at capacity (the sketch waited over "
+                                                  f"{self.max_wait:g} s for its turn); retry", 429))
+                continue
+            batch.append((pictures, future, queued))
+            size += len(pictures)
+        return batch
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._next_batch()
+                if not batch:
+                    continue
+                if self.observe is not None:
+                    self.observe(len(batch))
+                pictures = [picture for request, _, _ in batch for picture in request]
+                try:
+                    vectors = await anyio.to_thread.run_sync(self.encode, pictures)
+                except Exception as error:  # noqa: BLE001  (each waiting request gets the failure, not a hang)
+                    for _, future, _ in batch:
+                        future.set_exception(error)
+                    continue
+                start = 0
+                for request, future, _ in batch:
+                    if not future.cancelled():
+                        future.set_result(vectors[start:start + len(request)])
+                    start += len(request)
+        finally:
+            self._running = False

@@ -11,7 +11,6 @@ stage and shipped inside the Bento). Settings (threads, batching latency, upload
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from sbir.bundle_layout import meta_path, read_meta
 from serving.guards import RequestGuard, install_form_checks, refuse
 from serving.schemas import Category, Explanation, ImageUpload, K, PhotoId, SearchResponse, Synthesis
-from serving.settings import API_THREADS, BUNDLE, MAX_LATENCY_MS, upload_limits
+from serving.settings import API_THREADS, BUNDLE, MAX_LATENCY_MS, TORCH_THREADS, upload_limits
 from serving.uploads import BadUpload, Upload, check_has_ink, check_k, decode_image
 
 STATIC = Path(__file__).with_name("static")
@@ -65,11 +64,14 @@ class SketchSearch:
         from serving.bundle import SearchBundle
 
         # one batch encodes at a time (batched APIs and EncodeBatcher alike): it gets every core
-        torch.set_num_threads(int(os.environ.get("ZSSBIR_TORCH_THREADS", os.cpu_count() or 1)))
+        torch.set_num_threads(TORCH_THREADS)
         self.limits = upload_limits()
         self.bundle = SearchBundle(BUNDLE, self.sketch_encoder.path, self.photo_encoder.path,
                                    self.limits)
-        self.sketches = EncodeBatcher(lambda pictures: self.bundle.encode(pictures, "sketch"), MAX_LATENCY_MS)
+        batches = bentoml.metrics.Histogram(name="zssbir_sketch_batch_requests", buckets=(1, 2, 4, 8, 16, 32, 64),
+                                            documentation="requests per sketch-encoding batch of /search, /synthesize")
+        self.sketches = EncodeBatcher(lambda pictures: self.bundle.encode(pictures, "sketch"), MAX_LATENCY_MS,
+                                      observe=batches.observe)
         self.work = anyio.CapacityLimiter(API_THREADS)  # decoding, ranking, explaining: API_THREADS at once
 
     def _decode(self, upload: Upload, field: str) -> Image.Image:

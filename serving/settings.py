@@ -1,9 +1,11 @@
 """The service's settings, read from the environment once (defaults here, and nowhere else).
 
-``ZSSBIR_BUNDLE`` (the serving bundle), ``ZSSBIR_API_THREADS`` (API calls served at once), ``ZSSBIR_MAX_LATENCY_MS``
-(adaptive batching's latency budget: BentoML answers 503 to a request it predicts would wait longer; 50 ms kept CPU
-batches at ~4 requests and refused most of a 32-client load, benchmarks/results/serving_http.md), and the upload
-limits ``ZSSBIR_MAX_BYTES``, ``ZSSBIR_MAX_PIXELS``, ``ZSSBIR_MAX_SIDE``, ``ZSSBIR_MAX_K``.
+``ZSSBIR_BUNDLE`` (the serving bundle), ``ZSSBIR_API_THREADS`` (decoding and ranking calls at once),
+``ZSSBIR_MAX_LATENCY_MS`` (adaptive batching's latency budget, batchable APIs and /search alike: a request predicted
+to wait longer is refused with a 429; 50 ms kept CPU batches at ~4 requests and refused most of a 32-client load,
+2 s still refused a few 8-image requests, benchmarks/results/serving_http.md), and the upload limits
+``ZSSBIR_MAX_BYTES``, ``ZSSBIR_MAX_PIXELS``, ``ZSSBIR_MAX_SIDE``, ``ZSSBIR_MAX_K``; ``ZSSBIR_TORCH_THREADS`` (torch's
+threads for the one batch that encodes at a time; default every core).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from serving.uploads import UploadLimits
 BUNDLE = Path(os.environ.get("ZSSBIR_BUNDLE", "artifacts/serving/bundle"))
 API_THREADS = int(os.environ.get("ZSSBIR_API_THREADS", "2"))
 MAX_LATENCY_MS = int(os.environ.get("ZSSBIR_MAX_LATENCY_MS", "5000"))
+TORCH_THREADS = int(os.environ.get("ZSSBIR_TORCH_THREADS", os.cpu_count() or 1))
 
 
 def upload_limits() -> UploadLimits:

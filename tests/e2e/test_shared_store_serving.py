@@ -1,6 +1,7 @@
 """From one checkout to another through the shared model store, with the real commands: ``zssbir push-champion``
-in checkout A (its own BentoML home), ``zssbir pull-champion --serve`` in checkout B (another home, no model, no
-bundle), which imports exactly A's champion and serves it; B answers a search with A's model and gallery."""
+in checkout A (its own BentoML home), ``zssbir pull-champion --build --serve`` in checkout B (another home, no
+model, no bundle), which imports exactly A's champion, builds its Bento and serves it; B answers a search with A's
+model and gallery."""
 
 from __future__ import annotations
 
@@ -19,10 +20,19 @@ from serving_support import PROTOCOL, free_port, wait_ready
 from stages.model_store import ENCODER_MODELS, Registry
 
 
+CODE = ("params.yaml", "bentofile.yaml", "requirements.lock", "serving", "models", "sbir")  # what a Bento build reads
+
+
 def checkout(root: Path, bundle: Path | None = None) -> Path:
-    """A working folder as a checkout has it: params.yaml, and the serving bundle where the index stage puts it."""
+    """A working folder as a checkout has it: the code a Bento is built from, and the serving bundle where the
+    index stage puts it."""
     root.mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "params.yaml", root / "params.yaml")
+    for name in CODE:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, root / name)
     if bundle is not None:
         (root / "artifacts" / "serving").mkdir(parents=True)
         shutil.copytree(bundle, root / "artifacts" / "serving" / "bundle")
@@ -45,7 +55,7 @@ def test_a_second_checkout_pulls_and_serves_the_first_ones_champion(serving_bund
 
     port, log = free_port(), tmp_path / "b-serve.log"
     with open(log, "wb") as output:
-        server = subprocess.Popen([zssbir, "pull-champion", *scope, "--serve", "--port", str(port)], cwd=second,
+        server = subprocess.Popen([zssbir, "pull-champion", *scope, "--build", "--serve", "--port", str(port)], cwd=second,
                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                                   env={k: v for k, v in os.environ.items() if k not in ("BENTOML_HOME",
                                                                                         "ZSSBIR_BUNDLE")})
@@ -72,3 +82,5 @@ def test_a_second_checkout_pulls_and_serves_the_first_ones_champion(serving_bund
     for domain in ENCODER_MODELS:
         assert files(home_b.model_path(domain, version)) == files(Registry(home_a).model_path(domain, version))
     assert files(second / "artifacts" / "serving" / "bundle") == files(bundle_a)
+    built = json.loads((second / "artifacts" / "serving" / "bento.json").read_text())
+    assert built["models"] == Registry(home_a).champion("openmoji_zs", PROTOCOL)["models"]
