@@ -190,12 +190,15 @@ def cmd_pull_champion(args: argparse.Namespace) -> int:
 
     dataset, protocol = _protocol_and_dataset(args)
     bundle = args.bundle or paths.serving_bundle()
+    if args.build and bundle.resolve() != paths.serving_bundle().resolve():
+        raise ValueError(f"--build packs the project's bundle ({paths.serving_bundle()}): leave --bundle out")
     record = pull_champion(_shared_store(args), _registry(), dataset, protocol, bundle)
     print(f"champion of {dataset} / {protocol}: {record['method']} {record['version']} (score {record['score']:.4f},"
           f" ledger generation {record['generation']}) imported into {os.environ['BENTOML_HOME']}; bundle at {bundle}")
+    if record["current_champion"] != record["version"]:
+        print(f"note: the current champion, {record['current_champion']}, has no serving bundle yet; this is the "
+              "newest champion that has one")
     if args.build:  # the Bento of exactly this champion and bundle, as the package stage builds it
-        if bundle.resolve() != paths.serving_bundle().resolve():
-            raise ValueError(f"--build packs the project's bundle ({paths.serving_bundle()}): leave --bundle out")
         from stages.package import main as package
 
         if code := package([]):

@@ -32,13 +32,14 @@ class EncodeBatcher:
         self.max_wait, self.max_batch_size = max_latency_ms / 1000, max_batch_size
         self._waiting: list[tuple[list[Image.Image], asyncio.Future, float]] = []
         self._running = False
+        self._drainer: asyncio.Task | None = None  # held: the event loop keeps only weak references to tasks
 
     async def __call__(self, pictures: list[Image.Image]) -> np.ndarray:
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((pictures, future, time.monotonic()))
         if not self._running:  # the event loop is one thread: no lock needed around the flag
             self._running = True
-            asyncio.get_running_loop().create_task(self._drain())
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
         return await future
 
     def _next_batch(self) -> list[tuple[list[Image.Image], asyncio.Future, float]]:
@@ -47,6 +48,8 @@ class EncodeBatcher:
         batch, size, now = [], 0, time.monotonic()
         while self._waiting and (not batch or size + len(self._waiting[0][0]) <= self.max_batch_size):
             pictures, future, queued = self._waiting.pop(0)
+            if future.done():  # its request was cancelled (client gone, timeout): nothing to encode
+                continue
             if now - queued > self.max_wait:
                 future.set_exception(RequestError(f"the server is at capacity (the sketch waited over "
                                                   f"{self.max_wait:g} s for its turn); retry", 429))
@@ -59,21 +62,26 @@ class EncodeBatcher:
         try:
             while self._waiting:
                 batch = self._next_batch()
-                if not batch:
-                    continue
-                if self.observe is not None:
-                    self.observe(len(batch))
-                pictures = [picture for request, _, _ in batch for picture in request]
-                try:
-                    vectors = await anyio.to_thread.run_sync(self.encode, pictures)
-                except Exception as error:  # noqa: BLE001  (each waiting request gets the failure, not a hang)
-                    for _, future, _ in batch:
-                        future.set_exception(error)
-                    continue
-                start = 0
-                for request, future, _ in batch:
-                    if not future.cancelled():
-                        future.set_result(vectors[start:start + len(request)])
-                    start += len(request)
+                if batch:
+                    await self._encode(batch)
         finally:
             self._running = False
+
+    async def _encode(self, batch: list[tuple[list[Image.Image], asyncio.Future, float]]) -> None:
+        """One batch through the encoder; every request of it answered, with its rows or with the failure."""
+        try:
+            if self.observe is not None:
+                self.observe(len(batch))
+            vectors = await anyio.to_thread.run_sync(self.encode, [p for request, _, _ in batch for p in request])
+        except BaseException as error:  # noqa: BLE001  (each waiting request gets the failure, not a hang)
+            for _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(error if isinstance(error, Exception) else RuntimeError("cancelled"))
+            if not isinstance(error, Exception):
+                raise
+            return
+        start = 0
+        for request, future, _ in batch:
+            if not future.done():
+                future.set_result(vectors[start:start + len(request)])
+            start += len(request)

@@ -63,7 +63,7 @@ class SketchSearch:
         from serving.batching import EncodeBatcher
         from serving.bundle import SearchBundle
 
-        # one batch encodes at a time (batched APIs and EncodeBatcher alike): it gets every core
+        # each batcher encodes one batch at a time, with TORCH_THREADS threads (default: every core)
         torch.set_num_threads(TORCH_THREADS)
         self.limits = upload_limits()
         self.bundle = SearchBundle(BUNDLE, self.sketch_encoder.path, self.photo_encoder.path,

@@ -1,11 +1,11 @@
 """The service's settings, read from the environment once (defaults here, and nowhere else).
 
 ``ZSSBIR_BUNDLE`` (the serving bundle), ``ZSSBIR_API_THREADS`` (decoding and ranking calls at once),
-``ZSSBIR_MAX_LATENCY_MS`` (adaptive batching's latency budget, batchable APIs and /search alike: a request predicted
-to wait longer is refused with a 429; 50 ms kept CPU batches at ~4 requests and refused most of a 32-client load,
-2 s still refused a few 8-image requests, benchmarks/results/serving_http.md), and the upload limits
-``ZSSBIR_MAX_BYTES``, ``ZSSBIR_MAX_PIXELS``, ``ZSSBIR_MAX_SIDE``, ``ZSSBIR_MAX_K``; ``ZSSBIR_TORCH_THREADS`` (torch's
-threads for the one batch that encodes at a time; default every core).
+``ZSSBIR_MAX_LATENCY_MS`` (the batching latency budget: a request that BentoML's dispatcher predicts, or that the
+/search batcher finds, waiting longer is refused with a 429; 50 ms kept CPU batches at ~4 requests and refused most
+of a 32-client load, 2 s still refused a few 8-image requests, benchmarks/results/serving_http.md), the upload
+limits ``ZSSBIR_MAX_BYTES``, ``ZSSBIR_MAX_PIXELS``, ``ZSSBIR_MAX_SIDE``, ``ZSSBIR_MAX_K``, and ``ZSSBIR_TORCH_THREADS``
+(torch's threads for each batcher's one batch at a time; default every core).
 """
 
 from __future__ import annotations

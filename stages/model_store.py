@@ -253,9 +253,9 @@ class Registry:
         import bentoml
 
         target, name = self.model_path(domain, version), ENCODER_MODELS[domain]
-        if (target / "model.yaml").is_file():
-            return target
         with self._locked():
+            if (target / "model.yaml").is_file():  # checked under the lock: two pulls at once import it once
+                return target
             staging = self.staging_dir / f"{os.getpid()}-import-{domain}"
             shutil.rmtree(staging, ignore_errors=True)
             model = bentoml.models.import_model(str(exported), _model_store=self._store(staging))

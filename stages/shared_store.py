@@ -97,9 +97,36 @@ class SharedStore:
             raise SharedStoreError(f"model store {self.url}: its backend ({'/'.join(sorted(protocols))}) has no "
                                    f"atomic create-if-absent, which the shared ledger needs; use a folder or S3")
         self.root = self.root.rstrip("/")
+        self.local = bool(protocols & {"file", "local"})
 
     def _path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
+
+    def _folder(self, relative: str) -> None:
+        if self.local:  # object stores have no folders (and probing the bucket may need rights a prefix lacks)
+            self.fs.makedirs(self._path(relative), exist_ok=True)
+
+    def _create(self, relative: str, data: bytes) -> None:
+        """Write ``data`` under ``relative`` only if nothing is there: ``FileExistsError`` otherwise. Readers never
+        see it half-written: on a folder it is written aside and hard-linked into place (``link`` fails if the
+        name exists); on S3 a conditional PUT (``If-None-Match: *``) is all or nothing."""
+        target = self._path(relative)
+        if not self.local:
+            try:
+                self.fs.pipe_file(target, data, mode="create")
+            except OSError as error:  # 412/409 of a lost race that s3fs does not map to FileExistsError
+                code = getattr(error.__cause__, "response", {}).get("Error", {}).get("Code", "")
+                if isinstance(error, FileExistsError) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    raise FileExistsError(target) from None
+                raise
+            return
+        aside = f"{target}.{uuid.uuid4().hex}.part"
+        with open(aside, "wb") as handle:
+            handle.write(data)
+        try:
+            os.link(aside, target)
+        finally:
+            os.unlink(aside)
 
     # -- ledger ---------------------------------------------------------------------------------------------
     def generation(self) -> int:
@@ -125,12 +152,13 @@ class SharedStore:
         first; otherwise re-read and re-apply (``change`` must be a pure function of the ledger)."""
         for attempt in range(attempts):
             generation, ledger = self.ledger()
+            unchanged = json.dumps(ledger, sort_keys=True)
             result = change(ledger)
-            document = json.dumps(ledger, indent=1, sort_keys=True).encode()
-            self.fs.makedirs(self._path("ledger"), exist_ok=True)
+            if json.dumps(ledger, sort_keys=True) == unchanged:
+                return result  # nothing to record (e.g. already the champion): no new generation
+            self._folder("ledger")
             try:
-                with self.fs.open(self._path("ledger", f"{generation + 1:08d}.json"), "xb") as handle:
-                    handle.write(document)
+                self._create(f"ledger/{generation + 1:08d}.json", json.dumps(ledger, indent=1, sort_keys=True).encode())
                 return result
             except FileExistsError:
                 time.sleep(random.uniform(0.01, 0.05 * (1 + min(attempt, 10))))  # another writer won: back off
@@ -145,10 +173,17 @@ class SharedStore:
         target = self._path(relative)
         self.fs.invalidate_cache(self._path(folder))
         if not (self.fs.exists(target) and self.fs.size(target) == size):
-            self.fs.makedirs(self._path(folder), exist_ok=True)
-            partial = f"{target}.{uuid.uuid4().hex}.part"
-            self.fs.put_file(str(local), partial)
-            self.fs.mv(partial, target)  # a rename on a folder, a copy on S3: never a half file under the name
+            if not self.local:  # a PUT (or multipart upload) appears whole or not at all
+                self.fs.put_file(str(local), target)
+            else:  # written aside and renamed: never a half file under the name
+                self._folder(folder)
+                partial = f"{target}.{uuid.uuid4().hex}.part"
+                try:
+                    self.fs.put_file(str(local), partial)
+                    self.fs.mv(partial, target)
+                finally:
+                    if self.fs.exists(partial):
+                        self.fs.rm_file(partial)
         return {"path": relative, "sha256": sha, "bytes": size}
 
     def get(self, entry: dict[str, Any], local: Path) -> Path:
@@ -185,6 +220,7 @@ def _tar(folder: Path, archive: Path) -> None:
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         info.mtime = 0
+        info.mode = 0o755 if info.isdir() else 0o644  # not the umask of whoever built it
         return info
 
     with tarfile.open(archive, "w") as tar:
@@ -210,34 +246,45 @@ def publish_bundle(store: SharedStore, bundle: Path, version: str) -> dict[str, 
     return entry
 
 
-def shared_champion(store: SharedStore, dataset: str, protocol: str) -> tuple[int, dict[str, Any]]:
-    """(generation, registration) of the team's champion of (dataset, protocol)."""
+def shared_champion(store: SharedStore, dataset: str, protocol: str,
+                    with_bundle: bool = False) -> tuple[int, dict[str, Any]]:
+    """(generation, registration) of the team's champion of (dataset, protocol); ``with_bundle``: the newest
+    champion of its lineage whose serving bundle is published (the current one between its registration and its
+    index stage, or if that stage failed, has none yet: a serving pod then serves the one before)."""
     generation, ledger = store.ledger()
     lineage = ledger["champions"].get(champion_key(dataset, protocol), [])
     if not lineage:
         known = sorted(ledger["champions"]) or "none"
         raise SharedStoreError(f"model store {store.url}: no champion of {dataset} / {protocol} (ledger generation "
                                f"{generation}; champions: {known})")
-    return generation, ledger["registrations"][lineage[-1]]
+    records = [ledger["registrations"][version] for version in reversed(lineage)]
+    if with_bundle:
+        records = [record for record in records if "bundle" in record.get("store", {})]
+        if not records:
+            raise SharedStoreError(f"model store {store.url}: no champion of {dataset} / {protocol} has a serving "
+                                   f"bundle yet (current: {lineage[-1]}); its index stage publishes one "
+                                   "(`zssbir push-champion` after `dvc repro index`)")
+    return generation, records[0]
 
 
 def pull_champion(store: SharedStore, registry: Registry, dataset: str, protocol: str,
                   bundle: Path | None = None) -> dict[str, Any]:
     """The team's champion into this BentoML home (its encoders, checked against the ledger's sha256, and its
-    registration as the local champion), and its serving bundle to ``bundle`` when given and published."""
-    generation, record = shared_champion(store, dataset, protocol)
-    version, stored = record["version"], record.get("store", {})
+    registration as the local champion) and, when ``bundle`` is given, its serving bundle there: then the newest
+    champion that has one (``shared_champion``). Everything is downloaded and checked before anything changes."""
+    generation, record = shared_champion(store, dataset, protocol, with_bundle=bundle is not None)
+    version, stored = record["version"], record["store"]
     with tempfile.TemporaryDirectory(prefix="zssbir-pull-") as scratch:
-        for domain, name in ENCODER_MODELS.items():
-            exported = store.get(stored["models"][domain], Path(scratch) / f"{name}.bentomodel")
-            registry.import_encoder(domain, version, exported)
+        exported = {domain: store.get(stored["models"][domain], Path(scratch) / f"{name}.bentomodel")
+                    for domain, name in ENCODER_MODELS.items()}
+        archive = store.get(stored["bundle"], Path(scratch) / "bundle.tar") if bundle is not None else None
+        for domain, path in exported.items():
+            registry.import_encoder(domain, version, path)
         registry.adopt(record, f"pulled from {store.url} (ledger generation {generation})")
-        if bundle is not None:
-            if "bundle" not in stored:
-                raise SharedStoreError(f"model store {store.url}: champion {version} has no serving bundle yet; "
-                                       "its index stage publishes one (`zssbir push-champion` after `dvc repro index`)")
-            _unpack(store.get(stored["bundle"], Path(scratch) / "bundle.tar"), bundle)
-    return {**record, "generation": generation}
+        if archive is not None:
+            _unpack(archive, bundle)
+    current = shared_champion(store, dataset, protocol)[1]["version"]
+    return {**record, "generation": generation, "current_champion": current}
 
 
 def _unpack(archive: Path, bundle: Path) -> None:
@@ -245,8 +292,12 @@ def _unpack(archive: Path, bundle: Path) -> None:
     bundle.parent.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix=f".{bundle.name}-", dir=bundle.parent))
     fresh.chmod(0o755)
-    with tarfile.open(archive) as tar:
-        tar.extractall(fresh, filter="data")
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(fresh, filter="data")
+    except (tarfile.TarError, OSError) as error:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise SharedStoreError(f"{archive.name}: the serving bundle could not be unpacked ({error})") from None
     old = bundle.with_name(f".{bundle.name}-old-{uuid.uuid4().hex[:8]}")
     if bundle.exists():
         os.rename(bundle, old)

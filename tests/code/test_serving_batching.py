@@ -103,3 +103,29 @@ def test_a_request_shed_for_capacity_is_a_429_with_retry_after() -> None:
     assert status == 429 and headers["retry-after"] == str(RETRY_AFTER_S) and body == {"error": "the server is at capacity"}
     status, headers, _ = _call(_respond(503, {"status": "not ready"}), "GET")  # /readyz keeps its 503
     assert status == 503 and "retry-after" not in headers
+
+
+def test_a_cancelled_request_neither_breaks_nor_delays_the_others() -> None:
+    import threading
+    import time
+
+    started, batches = threading.Event(), []
+
+    def slow_encode(pictures: list[Image.Image]) -> np.ndarray:
+        batches.append(len(pictures))
+        started.set()
+        time.sleep(0.1)
+        return np.arange(len(pictures), dtype=np.float32)[:, None]
+
+    async def main() -> list:
+        batcher = EncodeBatcher(slow_encode, max_latency_ms=60_000)
+        first = asyncio.ensure_future(batcher([Image.new("RGB", (1, 1))]))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        gone, kept = (asyncio.ensure_future(batcher([Image.new("RGB", (1, 1))] * n)) for n in (2, 3))
+        await asyncio.sleep(0)
+        gone.cancel()  # its client went away while it waited
+        return await asyncio.gather(first, kept)
+
+    first, kept = asyncio.run(main())
+    assert first.tolist() == [[0.0]] and kept.tolist() == [[0.0], [1.0], [2.0]] and batches == [1, 3]

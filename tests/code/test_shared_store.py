@@ -208,3 +208,33 @@ def test_a_writer_that_loses_the_race_re_reads_and_re_applies_its_change(store_e
     assert mine.update(change) == 2 and calls == [0, 1]
     generation, ledger = mine.ledger()
     assert generation == 2 and [e["event"] for e in ledger["history"]] == ["theirs", "mine"]
+
+
+def test_a_pull_for_serving_takes_the_newest_champion_with_a_bundle_and_changes_nothing_when_none_has(
+        tmp_path: Path) -> None:
+    url, team, here = str(tmp_path / "store"), Registry(tmp_path / "team"), Registry(tmp_path / "here")
+    first = register(team, model_folder(tmp_path, "dsn", 1), 0.5)
+    publish(team, SharedStore(url), first, PROTOCOL, 0.0)
+    with pytest.raises(SharedStoreError, match="no champion of openmoji_zs .* has a serving bundle yet"):
+        pull_champion(SharedStore(url), here, DATASET, PROTOCOL, tmp_path / "bundle")
+    assert here.champion(DATASET, PROTOCOL) is None and not (tmp_path / "bundle").exists()  # nothing changed
+
+    bundle = tmp_path / "built"
+    bundle.mkdir()
+    (bundle / "first.json").write_text("{}")
+    publish_bundle(SharedStore(url), bundle, first)
+    second = register(team, model_folder(tmp_path, "zse", 2), 0.7)  # the new champion: no bundle published yet
+    assert publish(team, SharedStore(url), second, PROTOCOL, 0.0).promoted
+    pulled = pull_champion(SharedStore(url), here, DATASET, PROTOCOL, tmp_path / "bundle")
+    assert (pulled["version"], pulled["current_champion"]) == (first, second)
+    assert files(tmp_path / "bundle") == files(bundle) and here.champion(DATASET, PROTOCOL)["version"] == first
+    assert pull_champion(SharedStore(url), here, DATASET, PROTOCOL)["version"] == second  # no bundle asked
+
+
+def test_a_no_op_change_writes_no_generation(tmp_path: Path) -> None:
+    registry, store = Registry(tmp_path / "home"), SharedStore(str(tmp_path / "store"))
+    version = register(registry, model_folder(tmp_path, "dsn", 1), 0.5)
+    publish(registry, store, version, PROTOCOL, 0.0)
+    assert publish(registry, store, version, PROTOCOL, 0.0).reason == "already the champion"
+    assert store.generation() == 1
+    assert not [p for p in (tmp_path / "store").rglob("*.part")]  # no temporary files left behind
