@@ -63,7 +63,7 @@ class SketchSearch:
         from serving.batching import EncodeBatcher
         from serving.bundle import SearchBundle
 
-        # each batcher encodes one batch at a time, with TORCH_THREADS threads (default: every core)
+        # each batcher encodes one batch at a time, with TORCH_THREADS threads (default: half the cores)
         torch.set_num_threads(TORCH_THREADS)
         self.limits = upload_limits()
         self.bundle = SearchBundle(BUNDLE, self.sketch_encoder.path, self.photo_encoder.path,
