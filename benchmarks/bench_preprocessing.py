@@ -52,7 +52,10 @@ def steps(pictures: list[Image.Image], size: int, rounds: int) -> dict[str, floa
     stretched = [ink.stretch_contrast(g) for g in grays]
     framed = [ink.crop_to_ink(s) for s in stretched]
     smooth = [ndimage.gaussian_filter(f, sigma=max(0.5, f.shape[0] / 128)) < ink.STROKE_THRESHOLD for f in framed]
-    kept = [ink._blobs(s)[0] > 0 for s in smooth]
+    def specks_removed(mask):
+        return ink.without_specks(mask, max(2.0, 2e-4 * mask.size))
+
+    kept = [specks_removed(s) for s in smooth]
     skeletons = [skeletonize(k) for k in kept]
     width, n = max(1.0, size / 40), len(pictures)
     return {"grey levels (PIL)": per_image_ms(lambda: [ink._gray(p) for p in pictures], n, rounds),
@@ -60,7 +63,7 @@ def steps(pictures: list[Image.Image], size: int, rounds: int) -> dict[str, floa
             "crop to the ink": per_image_ms(lambda: [ink.crop_to_ink(s) for s in stretched], n, rounds),
             "stroke mask (blur)": per_image_ms(lambda: [ndimage.gaussian_filter(f, sigma=max(0.5, f.shape[0] / 128))
                                                         < ink.STROKE_THRESHOLD for f in framed], n, rounds),
-            "specks removed (8-connected blobs)": per_image_ms(lambda: [ink._blobs(s) for s in smooth], n, rounds),
+            "specks removed (8-connected blobs)": per_image_ms(lambda: [specks_removed(s) for s in smooth], n, rounds),
             "skeleton (skimage, Zhang-Suen)": per_image_ms(lambda: [skeletonize(k) for k in kept], n, rounds),
             "redrawn at one width": per_image_ms(lambda: [ink.redraw_strokes(s, size, width) for s in skeletons], n, rounds)}
 

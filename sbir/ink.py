@@ -66,18 +66,23 @@ def ink_skeleton(gray: np.ndarray, min_blob: float = 2e-4) -> np.ndarray:
     """One-pixel centre lines of the ink, specks smaller than ``min_blob`` of the image's area removed. A slight
     blur (1/128 of the side) first rounds off the staircase of upscaled bitmaps."""
     ink = ndimage.gaussian_filter(gray, sigma=max(0.5, gray.shape[0] / 128)) < STROKE_THRESHOLD
+    return skeletonize(without_specks(ink, max(2.0, min_blob * gray.size)))
+
+
+def without_specks(ink: np.ndarray, min_size: float) -> np.ndarray:
+    """``ink`` without its 8-connected blobs of fewer than ``min_size`` pixels."""
     labels, sizes = _blobs(ink)
-    if sizes.size > 1:
-        keep = sizes >= max(2.0, min_blob * gray.size)
-        keep[0] = False  # the paper
-        ink = keep[labels]
-    return skeletonize(ink)
+    if sizes.size == 1:
+        return ink
+    keep = sizes >= min_size
+    keep[0] = False  # the paper
+    return keep[labels]
 
 
 def _blobs(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The 8-connected blobs of ``ink`` (thin diagonals hold together): their labels and each label's pixel count
-    (label 0, the paper, first). ``np.bincount`` counts them in one pass, ``ndimage.sum`` per label took twice as
-    long (benchmarks/results/preprocessing.md)."""
+    (label 0, the paper, first). ``np.bincount`` counts them in one pass; ``ndimage.sum`` per label took about
+    twice as long (timed by hand: benchmarks/results/preprocessing.conclusion.md)."""
     labels, count = ndimage.label(ink, structure=EIGHT_CONNECTED)
     return labels, np.bincount(labels.ravel(), minlength=count + 1)
 
