@@ -122,7 +122,7 @@ def _timm_backbone(name: str, pretrained: str | None, image_size: int, **kwargs)
     tag = None if local or package or pretrained in (None, "", False) else pretrained
     model_name = name if tag in (None, True, "true", "True") else f"{name}.{tag}" if "." not in name else name
     try:
-        module = timm.create_model(model_name, pretrained=tag is not None, num_classes=0, **kwargs)
+        module = timm.create_model(model_name, pretrained=tag is not None, **{"num_classes": 0, **kwargs})
     except RuntimeError as error:
         raise BackboneError(f"timm has no architecture '{name}' ({error})") from error
     except Exception as error:  # noqa: BLE001 - hub/network failures come in many types

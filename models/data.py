@@ -125,7 +125,8 @@ class PairSampler:
     (epoch, step) sees exactly the batches an uninterrupted run would.
     """
 
-    def __init__(self, data: TrainSplit, batch_size: int, seed: int, per_category: int = 1) -> None:
+    def __init__(self, data: TrainSplit, batch_size: int, seed: int, per_category: int = 1,
+                 category_pairs: float = 0.0) -> None:
         if batch_size < 2:
             raise ValueError("batch_size must be >= 2 (contrastive losses need negatives)")
         if per_category < 1:
@@ -134,6 +135,7 @@ class PairSampler:
         self.batch_size = batch_size
         self.seed = seed
         self.per_category = per_category
+        self.category_pairs = category_pairs
         self.sketches_of_class = [torch.nonzero(data.sketch_labels == c).flatten() for c in range(data.num_classes)]
         self.photos_of_class = [torch.nonzero(data.photo_labels == c).flatten() for c in range(data.num_classes)]
         self.steps_per_epoch = len(data.sketch_paths) // batch_size  # the ragged tail is dropped
@@ -153,18 +155,23 @@ class PairSampler:
 
     def batch(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sketch indices, photo indices and whether each pair is a real sketch→photo link (deterministic in
-        seed, epoch, step). Unlinked sketches are paired with a random photo of their category."""
+        seed, epoch, step). Unlinked sketches, and a ``category_pairs`` share of the linked ones, are paired with a
+        random photo of their category, drawn from all of its photos: the extended photos no sketch was drawn
+        from (Sketchy-Extended's ``ext_*``) take part, as in the papers' category-level training."""
         order = self._epoch_order(epoch)
         sketches = order[step * self.batch_size:(step + 1) * self.batch_size]
-        photos = self.data.sketch_to_photo[sketches].clone()
-        linked = photos >= 0
-        unlinked = torch.nonzero(~linked).flatten()
-        if unlinked.numel():
+        links = self.data.sketch_to_photo[sketches]
+        photos = links.clone()
+        redraw = links < 0
+        if self.category_pairs > 0:
+            switch = torch.Generator().manual_seed(self.seed * 6007 + epoch * 15485863 + step)
+            redraw |= torch.rand(len(sketches), generator=switch) < self.category_pairs
+        if redraw.any():
             pick = torch.Generator().manual_seed(self.seed * 7919 + epoch * 104729 + step)
-            for row in unlinked.tolist():
+            for row in torch.nonzero(redraw).flatten().tolist():
                 pool = self.photos_of_class[int(self.data.sketch_labels[sketches[row]])]
                 photos[row] = pool[torch.randint(len(pool), (1,), generator=pick)] if len(pool) else 0
-        return sketches, photos, linked
+        return sketches, photos, (links >= 0) & (photos == links)
 
 
 @dataclass
@@ -276,3 +283,43 @@ def style_jitter(sketches: torch.Tensor, generator: torch.Generator, probability
             down = F.interpolate(image, size=(small, small), mode="area")
             out[row] = F.interpolate(down, size=(size, size), mode="nearest")[0]
     return out
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma, (N, 1, H, W)."""
+    return (images * torch.tensor([0.299, 0.587, 0.114], device=images.device)[None, :, None, None]).sum(1, True)
+
+
+def _hue_rotation(shift: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) RGB matrices turning hue by ``shift`` of a full turn: a rotation of the chroma plane in YIQ."""
+    angle = shift * 2 * np.pi
+    cos, sin, zero, one = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle), torch.ones_like(angle)
+    rotation = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, cos, -sin], 1),
+                            torch.stack([zero, sin, cos], 1)], 1)
+    return torch.linalg.inv(_RGB_TO_YIQ) @ rotation @ _RGB_TO_YIQ
+
+
+def contrastive_view(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One SimCLR-style view of each uint8 image, as DSN's contrastive transform: a horizontal flip (p 0.5), colour
+    jitter (p 0.8: brightness, contrast and saturation factors in [0.6, 1.4] and a hue turn in [-0.1, 0.1], in that
+    order; the hue turn rotates the YIQ chroma plane) and grayscale (p 0.2); float in [0, 1], batched. Draws come
+    from ``generator`` on the CPU."""
+    images = batch.float() / 255.0
+    n, device = images.shape[0], images.device
+    flip = (torch.rand(n, generator=generator) < 0.5).to(device)
+    jitter = (torch.rand(n, generator=generator) < 0.8).to(device)[:, None, None, None]
+    factors = torch.empty(n, 3).uniform_(0.6, 1.4, generator=generator).to(device)[..., None, None, None]
+    hue = torch.empty(n).uniform_(-0.1, 0.1, generator=generator)
+    gray = (torch.rand(n, generator=generator) < 0.2).to(device)[:, None, None, None]
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    jittered = (images * factors[:, 0]).clamp(0, 1)
+    mean = _grey(jittered).mean(dim=(2, 3), keepdim=True)
+    jittered = ((jittered - mean) * factors[:, 1] + mean).clamp(0, 1)
+    luma = _grey(jittered)
+    jittered = ((jittered - luma) * factors[:, 2] + luma).clamp(0, 1)
+    jittered = torch.einsum("nij,njhw->nihw", _hue_rotation(hue).to(device), jittered).clamp(0, 1)
+    images = torch.where(jitter, jittered, images)
+    return torch.where(gray, _grey(images).expand(-1, 3, -1, -1), images)

@@ -29,6 +29,7 @@ class ExplainableDSN(TorchRetrievalModel):
         """(per-location embedding terms (D, H, W), the head's bias (D,)) of one image."""
         net, pre = self.net, self.preprocess(domain)
         batch = pre.normalize(pre.load(image)[None].to(self.device))  # [0, 1] pixels: DSN standardises itself
+        net.condition(*((1, 0) if domain == "sketch" else (0, 1)))
         fmap = net.backbone[0](net._input(batch, domain))[0].float()  # (C, H, W), the map the head reads
         head = net.heads[domain]
         channels, height, width = fmap.shape

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from models.data import PairSampler, StepBatch, StepBatches, TrainSplit, decode_all, train_loader, use_cache
 from models.method import Batch, Method
-from sbir.config import ConfigError, Count, NonNegativeFloat, PositiveFloat, PositiveInt
+from sbir.config import ConfigError, Count, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
 from sbir.io import atomic_write
 from sbir.logs import format_duration
 
@@ -41,6 +41,7 @@ class TrainConfig:
     epochs: PositiveInt
     batch_size: PositiveInt
     sketches_per_category: PositiveInt  # > 1: batches of runs of that many same-category sketches (hard negatives)
+    category_pairs: Fraction  # share of sketches paired with any photo of their category (unlinked photos too)
     lr: PositiveFloat
     weight_decay: NonNegativeFloat
     lr_final_factor: PositiveFloat  # DSN-style decay: lr · factor^(progress)
@@ -215,7 +216,7 @@ def train(method: Method, config: TrainConfig, runtime: RuntimeConfig, data: Tra
     net = (net or build_net(method, config, data.num_classes, data.categories)).to(ctx.device)
     if config.channels_last:  # convolutions follow their weights' layout; inputs need no conversion
         net = net.to(memory_format=torch.channels_last)
-    sampler = PairSampler(data, config.batch_size, config.seed, config.sketches_per_category)
+    sampler = PairSampler(data, config.batch_size, config.seed, config.sketches_per_category, config.category_pairs)
     if sampler.steps_per_epoch == 0:
         raise ConfigError(f"{len(data.sketch_paths)} training sketches is fewer than one batch of {config.batch_size}")
     total_steps = config.epochs * sampler.steps_per_epoch

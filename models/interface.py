@@ -7,6 +7,7 @@ batches as tensors (``Preprocess.normalize``), on its device. Optional capabilit
 a model implements or not (``isinstance(model, PairScorer)``):
 
 - ``PairScorer``: re-scores sketch–photo pairs (e.g. a relation network re-ranking a top-k);
+- ``GridScorer``: scores every sketch against every photo (a relation network's exhaustive mode);
 - ``MatchExplainer``: explains a match by patch correspondences (``sbir.explanations.MatchExplanation``);
 - ``PatchSynthesizer``: assembles a photo-like picture for a sketch from gallery patches (``sbir.explanations
   .Synthesis``).
@@ -87,6 +88,14 @@ class PairScorer(Protocol):
 
 
 @runtime_checkable
+class GridScorer(Protocol):
+    """Capability: score every sketch against every photo directly (ZSE-SBIR's RN mode)."""
+
+    def score_grid(self, sketches: torch.Tensor, photos: torch.Tensor) -> np.ndarray:
+        """(S, P) scores, higher = better match; uint8 batches as the encoders' ``preprocess`` loads them."""
+
+
+@runtime_checkable
 class MatchExplainer(Protocol):
     """Capability: explain a match by the patch correspondences it relies on."""
 
@@ -102,7 +111,7 @@ class PatchSynthesizer(Protocol):
         """Patches drawn from ``photos`` (e.g. the sketch's top-k), at ``size`` pixels square."""
 
 
-CAPABILITIES: dict[str, type] = {"score_pairs": PairScorer, "explain": MatchExplainer,
+CAPABILITIES: dict[str, type] = {"score_pairs": PairScorer, "score_grid": GridScorer, "explain": MatchExplainer,
                                  "synthesize": PatchSynthesizer}
 
 

@@ -1,25 +1,32 @@
 """ZSE-SBIR (Lin et al., CVPR 2023, "Zero-Shot Everything Sketch-Based Image Retrieval, and in Explainable
-Style"): a transformer over visual tokens with
+Style"), as the paper and the authors' code (buptLinfy/ZSE-SBIR: ``model/sa.py``, ``ca.py``, ``rn.py``,
+``model.py``, ``train.py``) define it. The fidelity table (docs/architecture.md, "ZSE-SBIR") maps each part to
+its test.
 
-- a **learnable tokenizer**: the pretrained backbone's feature map (EfficientNet-Lite cut at a stage, trained
-  at a lower learning rate) projected to tokens, or a timm ViT's own patch embedding (the published config);
-- a **self-attention** encoder shared by both domains (a domain embedding tells them apart), with a
-  **retrieval token** ``[ret]`` (its projection is the embedding: the fast path, one vector per image) and a
-  ``[cls]`` token classifying the seen categories;
-- a **cross-attention** module: a sketch's tokens attend to a photo's and the photo's to the sketch's;
-- a **token-level relation network**: every token's best local matches in the other image (its top-k token
-  cosines after cross-attention) go through a small kernel MLP into a per-token score; their mean is the pair's
-  relation score. Trained to regress 1 for same-category pairs and 0 otherwise (the paper's MSE).
+- **Learnable tokenizer**: the patch embedding (a ViT's own; in compact profiles a pretrained CNN cut at the
+  grid's stride) averaged with ``ScaleEmbedding``, a CNN of stride-2 convolutions learnt from scratch;
+- **self-attention** encoder shared by both domains, with one ``[cls]`` token: the **retrieval token**. Its
+  L2-normalised vector is the embedding (the paper's *Ret* mode: one vector per image);
+- **cross-attention**: one layer per direction (sketch attends to photo, photo to sketch), each token querying
+  the other image's keys over its own image's values, post-norm, ReLU feed-forward;
+- **token-level relation network**: the cross-attended patch tokens reduced by a 2×2 stride-2 convolution (14×14
+  → 7×7 of 512-d in the paper), the whole anchor×anchor cosine map flattened into an MLP (2401→343→49→1 for 49
+  anchors, dropout, sigmoid): the paper's *RN* mode scores a sketch–photo pair.
 
-Losses: batch-hard triplet on the retrieval embeddings (category-level), an instance InfoNCE where a sketch was
-drawn from its photo (fine-grained; our addition, as in DSN), classification of ``[cls]`` and the relation loss.
-Retrieval ranks by ``[ret]``; the relation network re-scores a top-k (``PairScorer``), explains a match by its
-token correspondences (``MatchExplainer``) and assembles a photo-like picture for a sketch from the gallery
-patches its tokens match (``PatchSynthesizer``): ``models.zse_explain``.
+Training (``train.py``, ``utils/loss.py``): quadruplets (sketch, same-class photo, another same-class sketch,
+other-class photo); 2 × triplet (Euclidean, margin 1) on the cross-attended ``[cls]`` of the sketch, its photo
+and the other-class photo; 4 × MSE of the relation score to 0.99 (positive pair) and 0.01 (the second sketch
+with the other-class photo). An instance InfoNCE on the retrieval embeddings (``instance``) is ours, off unless
+its loss weight is set.
+
+Named differences from the released code, following the paper: patch tokens are reshaped into their grid before
+the 2×2 convolution (the release ``view``s the (196, 768) token matrix as (768, 14, 14), mixing tokens), and
+``torch.nn.LayerNorm`` replaces the release's std-based LayerNorm (ε 1e-6 on the standard deviation).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,35 +40,60 @@ from models.interface import TorchRetrievalModel
 from models.losses import cross_modal_infonce
 from models.method import Batch, Method, two_speed_groups, weighted_total
 from models.registry import register_method
-from sbir.config import Count, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
+from sbir.config import ConfigError, Count, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt
 
 
 @dataclass
 class ZSEConfig:
-    """Architecture and loss settings (``params.yaml`` ``zse.model``)."""
+    """Architecture and loss settings (``params.yaml`` ``zse.model``; the paper profile: configs/published.yaml)."""
 
-    backbone: str  # the tokenizer: a CNN cut at feature_level, or a timm ViT
+    backbone: str  # the patch embedding: a timm ViT (paper: vit_base_patch16_224) or a CNN cut at feature_level
     pretrained: str | None
     image_size: PositiveInt
-    feature_level: Count | None  # CNN tokenizers: the stage whose map becomes the tokens (ViTs: ignored)
-    photo_edges: bool  # photos enter as their Sobel edge map (line art, like sketches)
-    sketch_ink: bool
-    style_augment: Fraction  # training: share of sketches redrawn thicker, fainter or as tiny bitmaps
-    width: PositiveInt  # token width of the self-attention encoder (ViT tokenizers: the ViT's own)
-    depth: PositiveInt  # self-attention layers over the CNN tokens (ViT tokenizers: the ViT's blocks)
+    feature_level: Count | None  # CNN patch embeddings: the stage whose map becomes the tokens (ViTs: ignored)
+    photo_edges: bool  # ours: photos enter as their Sobel edge map (line art, like sketches)
+    sketch_ink: bool  # ours: sketches ink-normalised
+    style_augment: Fraction  # ours: share of training sketches redrawn thicker, fainter or as tiny bitmaps
+    scale_embedding: bool  # the learnable multi-scale CNN branch averaged with the patch embedding (paper: on)
+    width: PositiveInt  # the token width = the embedding's (a ViT's: stated, and checked against the ViT)
+    depth: PositiveInt  # CNN patch embeddings: self-attention layers (ViTs: the ViT's blocks)
     heads: PositiveInt
     mlp_ratio: PositiveFloat
-    embedding_dim: PositiveInt
-    relation_top_k: PositiveInt  # local matches per token fed to the relation kernel
-    relation_hidden: PositiveInt
-    margin: NonNegativeFloat  # triplet margin (cosine distance)
-    temperature: PositiveFloat
-    tokenizer_lr_factor: NonNegativeFloat  # the pretrained tokenizer's learning rate relative to the rest
-    loss_weights: dict[str, NonNegativeFloat]  # per loss term; an unknown term is an error
+    cross_layers: PositiveInt  # paper: 1
+    cross_heads: PositiveInt  # paper: 8
+    cross_ff: PositiveInt  # paper: 1024
+    relation_width: PositiveInt  # channels of the 2x2 token reduction (paper: 512)
+    dropout: Fraction  # cross-attention, relation network, a ViT's embeddings and projections (paper: 0.1)
+    margin: NonNegativeFloat  # triplet margin on the Euclidean distance (paper: 1)
+    temperature: PositiveFloat  # the instance InfoNCE (ours)
+    tokenizer_lr_factor: NonNegativeFloat  # the pretrained patch embedding (and ViT blocks) at lr x this (paper: 1)
+    loss_weights: dict[str, NonNegativeFloat]  # triplet, relation (paper: 2, 4), instance (ours; paper: 0)
+
+
+class ScaleEmbedding(nn.Module):
+    """The paper's learnable tokenizer branch (``Scale_Embedding``): stride-2 convolutions without bias, ReLU
+    between, 7×7 then 3×3 kernels, channels 64, 128, 256, … and ``width`` last: one per halving of the stride."""
+
+    def __init__(self, stride: int, width: int) -> None:
+        super().__init__()
+        layers = round(math.log2(stride))
+        if stride < 2 or 2 ** layers != stride:
+            raise ConfigError(f"zse: the token grid's stride must be a power of two >= 2, got {stride}")
+        channels = [3] + [64 * 2 ** i for i in range(layers - 1)] + [width]
+        modules: list[nn.Module] = []
+        for i in range(layers):
+            kernel = 7 if i == 0 else 3
+            modules.append(nn.Conv2d(channels[i], channels[i + 1], kernel, 2, kernel // 2, bias=False))
+            if i < layers - 1:
+                modules.append(nn.ReLU())
+        self.seq = nn.Sequential(*modules)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.seq(images).flatten(2).transpose(1, 2)
 
 
 class Tokenizer(nn.Module):
-    """Images (standardised) → patch tokens (B, L, width) and the grid (rows, cols) they tile."""
+    """Standardised images → patch tokens (B, L, width), the patch embedding averaged with ``ScaleEmbedding``."""
 
     def __init__(self, config: ZSEConfig) -> None:
         super().__init__()
@@ -69,9 +101,15 @@ class Tokenizer(nn.Module):
         self.vit = library == "timm" and name.startswith(("vit_", "deit_"))
         if self.vit:
             built = create_backbone(config.backbone, pretrained=config.pretrained, image_size=config.image_size,
-                                    img_size=config.image_size)
+                                    img_size=config.image_size, pos_drop_rate=config.dropout,
+                                    proj_drop_rate=config.dropout)
             self.net = built.module
+            if self.net.num_prefix_tokens != 1 or getattr(self.net, "no_embed_class", False):
+                raise ConfigError(f"zse: {config.backbone} must have one [cls] token with a position of its own")
             self.width = int(self.net.embed_dim)
+            if self.width != config.width:
+                raise ConfigError(f"zse: width is {config.width} but {config.backbone} is {self.width} wide; "
+                                  f"set zse.model.width: {self.width}")
             self.grid = tuple(self.net.patch_embed.grid_size)
         else:
             built = create_backbone(config.backbone, pretrained=config.pretrained, image_size=config.image_size,
@@ -82,161 +120,200 @@ class Tokenizer(nn.Module):
             self.net.train()
             self.width = config.width
             self.grid = tuple(fmap.shape[2:])
-            self.project = nn.Linear(fmap.shape[1], config.width)
+            self.project = nn.Conv2d(fmap.shape[1], config.width, 1)
+        stride = config.image_size // self.grid[0]
+        self.scale = ScaleEmbedding(stride, self.width) if config.scale_embedding else None
         self.preprocess = built.preprocess
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.vit:
-            tokens = self.net.patch_embed(images)
-            return tokens + self.net.pos_embed[:, self.net.num_prefix_tokens:]
-        return self.project(self.net(images).flatten(2).transpose(1, 2))
+            patches = self.net.patch_embed(images)
+        else:
+            patches = self.project(self.net(images)).flatten(2).transpose(1, 2)
+        if self.scale is None:
+            return patches
+        return (patches + self.scale(images)) / 2
+
+
+class CrossAttentionLayer(nn.Module):
+    """One direction of the authors' cross-attention (``model/ca.py``): the own image's tokens are the queries
+    and values, the other image's tokens the keys; residual on the own tokens, post-norm, ReLU feed-forward."""
+
+    def __init__(self, width: int, heads: int, feed_forward: int, dropout: float) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.feed_forward = nn.Sequential(nn.Linear(width, feed_forward), nn.ReLU(), nn.Dropout(dropout),
+                                          nn.Linear(feed_forward, width))
+        self.norm_attention, self.norm_feed_forward = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.drop_attention, self.drop_feed_forward = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(self, own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        attended, _ = self.attention(own, other, own, need_weights=False)
+        tokens = self.norm_attention(own + self.drop_attention(attended))
+        return self.norm_feed_forward(tokens + self.drop_feed_forward(self.feed_forward(tokens)))
 
 
 class CrossAttention(nn.Module):
-    """One block: the query image's tokens attend to the other image's tokens (pre-norm, residual, MLP)."""
+    """``cross_layers`` layers per direction; both directions read the previous layer's tokens."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, width: int, layers: int, heads: int, feed_forward: int, dropout: float) -> None:
         super().__init__()
-        self.norm_query, self.norm_other, self.norm_mlp = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
-        hidden = int(width * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+        self.sketch_layers = nn.ModuleList(CrossAttentionLayer(width, heads, feed_forward, dropout)
+                                           for _ in range(layers))
+        self.photo_layers = nn.ModuleList(CrossAttentionLayer(width, heads, feed_forward, dropout)
+                                          for _ in range(layers))
 
-    def forward(self, query: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(attended query tokens, attention weights (B, Lq, Lo) averaged over heads)."""
-        context = self.norm_other(other)
-        attended, weights = self.attention(self.norm_query(query), context, context, need_weights=True)
-        query = query + attended
-        return query + self.mlp(self.norm_mlp(query)), weights
+    def forward(self, sketch: torch.Tensor, photo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for sketch_layer, photo_layer in zip(self.sketch_layers, self.photo_layers):
+            sketch, photo = sketch_layer(sketch, photo), photo_layer(photo, sketch)
+        return sketch, photo
+
+
+def relation_hidden(anchors: int) -> int:
+    """The first hidden width of the paper's relation MLP: anchors^1.5 (49 → 343, 144 → 1728, 196 → 2744)."""
+    return round(anchors ** 1.5)
 
 
 class RelationNetwork(nn.Module):
-    """Token-level relation: each token, after attending to the other image, is compared with that image's own
-    tokens; its top-k cosines (its local putative matches) go through a kernel MLP into a token score. Token
-    scores are pooled with learned importance weights (so blank background tokens need not count) into a logit."""
+    """sigmoid(MLP(anchor × anchor cosine map)): anchors² → anchors^1.5 → anchors → 1, ReLU, dropout between."""
 
-    def __init__(self, width: int, top_k: int, hidden: int) -> None:
+    def __init__(self, anchors: int, dropout: float) -> None:
         super().__init__()
-        self.top_k = top_k
-        self.kernel = nn.Sequential(nn.Linear(top_k, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        self.importance = nn.Linear(width, 1)
+        hidden = relation_hidden(anchors)
+        self.mlp = nn.Sequential(nn.Linear(anchors * anchors, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, anchors), nn.ReLU(), nn.Dropout(dropout), nn.Linear(anchors, 1))
 
-    def _side(self, attended: torch.Tensor, own: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        cosine = F.normalize(attended, dim=-1) @ F.normalize(other, dim=-1).transpose(1, 2)  # (B, L, L_other)
-        k = min(self.top_k, cosine.shape[2])
-        scores = self.kernel(cosine.topk(k, dim=2).values)[..., 0]  # (B, L)
-        weights = torch.softmax(self.importance(own)[..., 0], dim=1)
-        return (weights * scores).sum(dim=1), scores, weights, cosine
-
-    def forward(self, sketch: torch.Tensor, photo: torch.Tensor, sketch_attended: torch.Tensor,
-                photo_attended: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Tokens of B pairs, before and after cross-attention → score (B,) in (0, 1), each side's token scores
-        and importances, and the sketch-to-photo cosine matrix (B, Ls, Lp)."""
-        sketch_logit, sketch_scores, sketch_weights, cosine = self._side(sketch_attended, sketch, photo)
-        photo_logit, photo_scores, photo_weights, _ = self._side(photo_attended, photo, sketch)
-        return {"score": torch.sigmoid((sketch_logit + photo_logit) / 2), "sketch_tokens": sketch_scores,
-                "photo_tokens": photo_scores, "sketch_weights": sketch_weights, "photo_weights": photo_weights,
-                "cosine": cosine}
+    def forward(self, cosine: torch.Tensor) -> torch.Tensor:
+        """(B, anchors, anchors) cosines → (B,) scores in (0, 1)."""
+        return torch.sigmoid(self.mlp(cosine.flatten(1)))[:, 0]
 
 
 class ZSENet(nn.Module):
-    """Tokenizer + self-attention with [cls] and [ret] + cross-attention + relation network."""
+    """Tokenizer + shared self-attention with the retrieval token + cross-attention + relation network."""
 
     def __init__(self, config: ZSEConfig, num_classes: int) -> None:
         super().__init__()
         self.config = config
         self.tokenizer = Tokenizer(config)
         width = self.tokenizer.width
-        self.special = nn.Parameter(torch.randn(1, 2, width) * 0.02)  # [cls], [ret]
-        self.domain = nn.Parameter(torch.zeros(2, width))
+        rows, cols = self.tokenizer.grid
+        if rows % 2 or cols % 2:
+            raise ConfigError(f"zse: the 2x2 token reduction needs an even token grid, got {rows} x {cols}")
         if self.tokenizer.vit:
             self.encoder = None
         else:
-            self.position = nn.Parameter(torch.randn(1, self.num_patches, width) * 0.02)
+            self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+            self.position = nn.Parameter(torch.randn(1, 1 + rows * cols, width) * 0.02)
             layer = nn.TransformerEncoderLayer(width, config.heads, int(width * config.mlp_ratio), dropout=0.0,
                                                activation="gelu", batch_first=True, norm_first=True)
             self.encoder = nn.TransformerEncoder(layer, config.depth, norm=nn.LayerNorm(width),
                                                  enable_nested_tensor=False)
-        self.retrieval_head = nn.Linear(width, config.embedding_dim)
-        self.classifier = nn.Linear(width, num_classes)
-        self.cross = CrossAttention(width, config.heads, config.mlp_ratio)
-        self.relation = RelationNetwork(width, config.relation_top_k, config.relation_hidden)
+        self.cross = CrossAttention(width, config.cross_layers, config.cross_heads, config.cross_ff, config.dropout)
+        self.reduce = nn.Conv2d(width, config.relation_width, 2, 2)
+        self.relation = RelationNetwork(self.anchors, config.dropout)
         self.edges = EdgeMap()
         add_statistics(self, self.tokenizer.preprocess.mean, self.tokenizer.preprocess.std)
 
     @property
     def grid(self) -> tuple[int, int]:
+        """The self-attention's patch grid."""
         return self.tokenizer.grid
 
     @property
-    def num_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
+    def relation_grid(self) -> tuple[int, int]:
+        """The relation network's anchor grid (the patch grid halved)."""
+        return self.grid[0] // 2, self.grid[1] // 2
+
+    @property
+    def anchors(self) -> int:
+        return self.relation_grid[0] * self.relation_grid[1]
+
+    @property
+    def width(self) -> int:
+        return self.tokenizer.width
 
     def encode_tokens(self, images: torch.Tensor, domain: str) -> torch.Tensor:
-        """Images in [0, 1] → encoded tokens (B, 2 + L, width): [cls], [ret], then the patches row by row."""
+        """Images in [0, 1] → self-attention tokens (B, 1 + L, width): the retrieval token, then the patches."""
         if domain == "photo" and self.config.photo_edges:
             images = self.edges(images)
         patches = self.tokenizer(standardise(images, self))
         batch = patches.shape[0]
-        domain_embedding = self.domain[0 if domain == "sketch" else 1]
-        if self.encoder is None:  # a ViT: its own [cls] (with position) first, then [ret], then its blocks
+        if self.encoder is None:  # a ViT: its [cls] and positions, then its blocks
             vit = self.tokenizer.net
-            cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(batch, -1, -1)
-            tokens = torch.cat([cls, self.special[:, 1:].expand(batch, -1, -1), patches], 1) + domain_embedding
-            return vit.norm(vit.blocks(tokens))
-        tokens = torch.cat([self.special.expand(batch, -1, -1), patches + self.position], 1) + domain_embedding
-        return self.encoder(tokens)
-
-    def retrieval_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.retrieval_head(tokens[:, 1]), dim=1)
+            tokens = torch.cat([vit.cls_token.expand(batch, -1, -1), patches], 1) + vit.pos_embed
+            return vit.norm(vit.blocks(vit.pos_drop(tokens)))
+        return self.encoder(torch.cat([self.cls.expand(batch, -1, -1), patches], 1) + self.position)
 
     def embed(self, images: torch.Tensor, domain: str) -> torch.Tensor:
-        """The fast path: images in [0, 1] → unit [ret] embeddings."""
-        return self.retrieval_embedding(self.encode_tokens(images, domain))
+        """Ret mode: images in [0, 1] → the unit retrieval token."""
+        return F.normalize(self.encode_tokens(images, domain)[:, 0], dim=1)
+
+    def reduced(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Patch tokens (B, L, width) → their grid → 2×2 stride-2 convolution → (B, anchors, relation_width)."""
+        grid = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
+        return self.reduce(grid).flatten(2).transpose(1, 2)
 
     def relate(self, sketch_tokens: torch.Tensor, photo_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Encoded tokens of B pairs → cross-attention both ways → relation network (plus attention maps)."""
-        sketch, photo = sketch_tokens[:, 2:], photo_tokens[:, 2:]
-        sketch_attended, sketch_to_photo = self.cross(sketch, photo)
-        photo_attended, photo_to_sketch = self.cross(photo, sketch)
-        out = self.relation(sketch, photo, sketch_attended, photo_attended)
-        return {**out, "sketch_to_photo": sketch_to_photo, "photo_to_sketch": photo_to_sketch}
+        """Self-attention tokens of B pairs → cross-attention → relation network: the pair score (B,), the
+        cross-attended retrieval tokens and the anchor cosine map (B, anchors, anchors)."""
+        sketch, photo = self.cross(sketch_tokens, photo_tokens)
+        cosine = self.cosine(self.reduced(sketch[:, 1:]), self.reduced(photo[:, 1:]))
+        return {"score": self.relation(cosine), "sketch_cls": sketch[:, 0], "photo_cls": photo[:, 0],
+                "cosine": cosine}
 
-    def forward(self, sketches: torch.Tensor, photos: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training pass: embeddings, class logits, and relation scores of the given pairs and of mismatched
-        pairs (each sketch against the next sample's photo)."""
+    @staticmethod
+    def cosine(sketch: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+        """Anchor-to-anchor cosines (B, As, Ap); a zero vector's cosines are 0 (the release maps NaN to 0)."""
+        return F.normalize(sketch, dim=-1) @ F.normalize(photo, dim=-1).transpose(1, 2)
+
+    def forward(self, sketches: torch.Tensor, photos: torch.Tensor, negative_sketch: torch.Tensor | None = None,
+                negative_photo: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Training pass over B (sketch, photo) pairs and B negative pairs (``quadruplets``): the retrieval
+        embeddings, the cross-attended [cls] of anchor, positive and negative, and the 2B relation scores."""
+        if negative_sketch is None or negative_photo is None:
+            order = torch.arange(len(sketches), device=sketches.device)
+            negative_sketch, negative_photo = order, order.roll(-1)
         sketch_tokens, photo_tokens = self.encode_tokens(sketches, "sketch"), self.encode_tokens(photos, "photo")
-        shifted = photo_tokens.roll(1, dims=0)
-        relation = self.relate(torch.cat([sketch_tokens, sketch_tokens]), torch.cat([photo_tokens, shifted]))
-        return {"sketch": self.retrieval_embedding(sketch_tokens), "photo": self.retrieval_embedding(photo_tokens),
-                "logits": self.classifier(torch.cat([sketch_tokens[:, 0], photo_tokens[:, 0]])),
-                "relation": relation["score"]}
+        relation = self.relate(torch.cat([sketch_tokens, sketch_tokens[negative_sketch]]),
+                               torch.cat([photo_tokens, photo_tokens[negative_photo]]))
+        batch = len(sketches)
+        return {"sketch": F.normalize(sketch_tokens[:, 0], dim=1), "photo": F.normalize(photo_tokens[:, 0], dim=1),
+                "anchor": relation["sketch_cls"][:batch], "positive": relation["photo_cls"][:batch],
+                "negative": relation["photo_cls"][batch:], "relation": relation["score"]}
 
 
-def batch_hard_triplet(sketch: torch.Tensor, photo: torch.Tensor, sketch_labels: torch.Tensor,
-                       photo_labels: torch.Tensor, margin: float) -> torch.Tensor:
-    """Each sketch, its paired photo as positive, the most similar other-category photo as negative."""
-    similarity = sketch @ photo.T
-    positive = similarity.diagonal()
-    different = sketch_labels[:, None] != photo_labels[None, :]
-    if not different.any():
-        return similarity.sum() * 0.0
-    hardest = similarity.masked_fill(~different, float("-inf")).max(dim=1).values
-    valid = torch.isfinite(hardest)
-    return F.relu(margin + hardest[valid] - positive[valid]).mean()
+def quadruplets(sketch_labels: torch.Tensor, photo_labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """For pair i (sketch i, its photo i): the negative pair's sketch (the next other sketch of the same category
+    in the batch, else sketch i) and photo (the next photo of another category), and whether such a photo exists.
+    The release draws these from the dataset; here they come from the batch (``sketches_per_category`` ≥ 2
+    gives a second sketch of each category)."""
+    size = len(sketch_labels)
+    order = (torch.arange(size)[:, None] + torch.arange(1, size + 1)[None, :]).to(sketch_labels.device) % size
+    other = photo_labels[order] != sketch_labels[:, None]
+    valid = other.any(dim=1)
+    negative_photo = torch.where(valid, order.gather(1, other.float().argmax(1, keepdim=True))[:, 0],
+                                 order[:, -1])
+    same = sketch_labels[order] == sketch_labels[:, None]  # the last column is sketch i itself
+    negative_sketch = order.gather(1, same.float().argmax(1, keepdim=True))[:, 0]
+    return negative_sketch, negative_photo, valid
 
 
 def zse_losses(net: ZSENet, out: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
-    """Every loss term (unweighted) and their weighted sum under ``total``."""
+    """Every loss term (unweighted) and their weighted sum under ``total``: the paper's triplet and relation
+    terms, and our instance InfoNCE."""
     config = net.config
-    sketch, photo = out["sketch"].float(), out["photo"].float()
-    positive = torch.ones_like(batch.sketch_labels, dtype=torch.float32)
-    mismatched = (batch.sketch_labels == batch.photo_labels.roll(1)).float()
+    _, _, valid = quadruplets(batch.sketch_labels, batch.photo_labels)
+    size = len(valid)
+    anchor, positive, negative = out["anchor"].float(), out["positive"].float(), out["negative"].float()
+    triplet = (F.triplet_margin_loss(anchor[valid], positive[valid], negative[valid], margin=config.margin, p=2)
+               if valid.any() else anchor.sum() * 0.0)
+    target = torch.cat([torch.ones(size), torch.zeros(size)]).clamp(0.01, 0.99).to(anchor.device)
+    scored = torch.cat([torch.ones_like(valid), valid])
     terms = {
-        "triplet": batch_hard_triplet(sketch, photo, batch.sketch_labels, batch.photo_labels, config.margin),
-        "instance": cross_modal_infonce(sketch, photo, batch.same_instance, config.temperature),
-        "classification": F.cross_entropy(out["logits"].float(), torch.cat([batch.sketch_labels, batch.photo_labels])),
-        "relation": F.mse_loss(out["relation"].float(), torch.cat([positive, mismatched])),
+        "triplet": triplet,
+        "relation": F.mse_loss(out["relation"].float()[scored], target[scored]),
+        "instance": cross_modal_infonce(out["sketch"].float(), out["photo"].float(), batch.same_instance,
+                                        config.temperature),
     }
     return weighted_total(terms, config.loss_weights)
 
@@ -244,20 +321,30 @@ def zse_losses(net: ZSENet, out: dict[str, torch.Tensor], batch: Batch) -> dict[
 @register_method("zse")
 class ZSE(Method):
     """ZSE-SBIR behind the method contract: the base builds ``ZSENet`` from the config, feeds it [0, 1] pixels,
-    augments with style jitter and exports one encoder per domain (its ``[ret]`` embedding)."""
+    augments and exports one encoder per domain (the retrieval token: the paper's Ret mode)."""
 
     config_class = ZSEConfig
     network = ZSENet
+
+    @property
+    def embedding_dim(self) -> int:
+        """The retrieval token's width (a ViT's own: the tokenizer checks that ``width`` states it)."""
+        return self.config.width
+
+    def forward(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        negative_sketch, negative_photo, _ = quadruplets(batch.sketch_labels, batch.photo_labels)
+        return model(batch.sketches, batch.photos, negative_sketch, negative_photo)
 
     def losses(self, net: nn.Module, outputs: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         return zse_losses(net, outputs, batch)
 
     def param_groups(self, net: nn.Module, lr: float) -> list[dict[str, Any]]:
-        """The pretrained tokenizer at ``lr · tokenizer_lr_factor`` (a ViT's blocks too), the rest at ``lr``."""
+        """The pretrained patch embedding (a ViT: with its blocks) at ``lr · tokenizer_lr_factor``, the rest at
+        ``lr`` (the scale embedding is new: full rate)."""
         return two_speed_groups(net, net.tokenizer.net, lr, self.config.tokenizer_lr_factor)
 
     def exported_class(self) -> type[TorchRetrievalModel]:
-        """Encoders plus the relation network's capabilities: re-scoring, explanations, synthesis."""
+        """Encoders plus the relation network's capabilities: RN scoring, explanations, synthesis."""
         from models.zse_explain import ExplainableZSE
 
         return ExplainableZSE

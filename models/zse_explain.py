@@ -1,10 +1,12 @@
-"""ZSE-SBIR's relation network behind the model interface: pair re-scoring, explanations and synthesis.
+"""ZSE-SBIR's relation network behind the model interface: RN scoring, explanations and synthesis.
 
 - ``score_pairs``: the relation score of each (sketch, photo) pair (``PairScorer``: re-ranks a top-k).
-- ``explain``: the sketch tokens the relation network relies on most (highest token scores), each joined to the
-  photo token it matches best after cross-attention; heatmaps are the token scores of each side.
-- ``synthesize``: patch replacement: every sketch token takes the gallery photo patch it matches best (cosine of
-  the cross-attended tokens, over all given photos); the picture is those patches in the sketch's layout.
+- ``score_grid``: the paper's RN mode, every sketch against every photo (``GridScorer``), in bounded pair batches.
+- ``explain``: the anchor correspondences the relation network relies on: gradient × input of the relation MLP
+  on the anchor cosine map; each strong sketch anchor is joined to the photo anchor it draws most score from,
+  and the heatmaps sum each side's positive attributions.
+- ``synthesize``: patch replacement: every sketch anchor takes the gallery photo patch it matches best (cosine of
+  the reduced cross-attended tokens, over all given photos); the picture is those patches in the sketch's layout.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class ExplainableZSE(TorchRetrievalModel):
     """ZSE-SBIR's encoders plus the relation network's capabilities."""
 
     cache_bytes = 256 * 2**20  # encoded tokens kept for re-scoring, least recently used dropped beyond this
+    pair_batch = 256  # pairs through the cross-attention at once in score_grid
 
     def __init__(self, net: torch.nn.Module, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -84,32 +87,55 @@ class ExplainableZSE(TorchRetrievalModel):
         return relation["score"].float().cpu().numpy()
 
     @torch.inference_mode()
+    def score_grid(self, sketches: torch.Tensor, photos: torch.Tensor) -> np.ndarray:
+        """RN mode: every sketch against every photo (S, P), each image encoded once, the cross-attention and
+        relation network run over ``pair_batch`` pairs at a time (memory bounded by that, not by S × P)."""
+        sketch_tokens = self._cached_tokens(sketches, "sketch")
+        photo_tokens = self._cached_tokens(photos, "photo")
+        count = len(photos)
+        scores = torch.empty(len(sketches) * count)
+        for start in range(0, len(scores), self.pair_batch):
+            pairs = torch.arange(start, min(start + self.pair_batch, len(scores)))
+            relation = self.net.relate(sketch_tokens[pairs // count], photo_tokens[pairs % count])
+            scores[pairs] = relation["score"].float().cpu()
+        return scores.view(len(sketches), count).numpy()
+
+    def _relation_attribution(self, sketch: Image.Image, photo: Image.Image) -> tuple[float, torch.Tensor]:
+        """The pair's relation score and, per (sketch anchor, photo anchor), gradient × input of the relation
+        network on the cosine map: how much each correspondence raises the score."""
+        with torch.no_grad():
+            sketch_tokens, photo_tokens = self.net.cross(self._tokens(self._load([sketch], "sketch"), "sketch"),
+                                                         self._tokens(self._load([photo], "photo"), "photo"))
+            cosine = self.net.cosine(self.net.reduced(sketch_tokens[:, 1:]), self.net.reduced(photo_tokens[:, 1:]))
+        cosine = cosine.float().detach().requires_grad_(True)
+        with torch.enable_grad():
+            score = self.net.relation(cosine)
+            (gradient,) = torch.autograd.grad(score.sum(), cosine)
+        return float(score.detach()[0]), (gradient * cosine).detach()[0]
+
     def explain(self, sketch: Image.Image, photo: Image.Image, top: int = 10) -> MatchExplanation:
-        relation = self.net.relate(self._tokens(self._load([sketch], "sketch"), "sketch"),
-                                   self._tokens(self._load([photo], "photo"), "photo"))
-        grid = tuple(self.net.grid)
-        # a token's share of the match: its importance times its (positive) token score
-        sketch_share = relation["sketch_weights"][0] * relation["sketch_tokens"][0].clamp(min=0)
-        photo_share = relation["photo_weights"][0] * relation["photo_tokens"][0].clamp(min=0)
-        cosine = relation["cosine"][0]
+        score, attribution = self._relation_attribution(sketch, photo)
+        grid = tuple(self.net.relation_grid)
+        share = attribution.clamp(min=0)
+        sketch_share, photo_share = share.sum(dim=1), share.sum(dim=0)
         strongest = [int(i) for i in torch.argsort(sketch_share, descending=True)[: max(0, top)] if sketch_share[i] > 0]
         peak = float(sketch_share.max()) or 1.0
-        matches = tuple(PatchMatch(divmod(i, grid[1]), divmod(int(cosine[i].argmax()), grid[1]),
+        matches = tuple(PatchMatch(divmod(i, grid[1]), divmod(int(share[i].argmax()), grid[1]),
                                    float(sketch_share[i]) / peak) for i in strongest)
-        return MatchExplanation(score=float(relation["score"][0]), sketch_grid=grid, photo_grid=grid,
-                                matches=matches, sketch_heatmap=_unit_range(sketch_share).reshape(grid),
+        return MatchExplanation(score=score, sketch_grid=grid, photo_grid=grid, matches=matches,
+                                sketch_heatmap=_unit_range(sketch_share).reshape(grid),
                                 photo_heatmap=_unit_range(photo_share).reshape(grid))
 
     @torch.inference_mode()
     def synthesize(self, sketch: Image.Image, photos: Sequence[Image.Image], size: int = 128) -> Synthesis:
         if not photos:
             raise ValueError("synthesize needs at least one gallery photo")
-        grid = tuple(self.net.grid)
+        grid = tuple(self.net.relation_grid)
         photo_tokens = self._tokens(self._load(photos, "photo"), "photo")
         sketch_tokens = self._tokens(self._load([sketch], "sketch"), "sketch").expand(len(photos), -1, -1)
-        cosine = self.net.relate(sketch_tokens, photo_tokens)["cosine"]  # (P, Ls, Lp)
-        best_per_photo, token = cosine.max(dim=2)  # (P, Ls)
-        weight, photo = best_per_photo.max(dim=0)  # (Ls,)
+        cosine = self.net.relate(sketch_tokens, photo_tokens)["cosine"]  # (P, As, Ap)
+        best_per_photo, token = cosine.max(dim=2)  # (P, As)
+        weight, photo = best_per_photo.max(dim=0)  # (As,)
         source_token = token.gather(0, photo[None])[0]
         rows, cols = source_token // grid[1], source_token % grid[1]
         sources = torch.stack([photo, rows, cols], dim=1).view(grid[0], grid[1], 3).cpu().numpy().astype(np.int64)

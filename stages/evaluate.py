@@ -3,7 +3,9 @@
 Reads the model's stored embeddings (``embed@<model>``) of the dataset's test rows and reports every protocol
 variant of ``sbir.metrics`` (labelled), fine-grained Acc@K where sketches link to photos, and generalised
 ZS-SBIR (unseen sketches against unseen + seen-category test photos). Where the model can score pairs
-(``PairScorer``) and ``rerank_top_k`` > 0, each query's top-k is re-scored by it (``reranked`` in the report).
+(``PairScorer``) and ``rerank_top_k`` > 0, each query's top-k is re-scored by it (``reranked`` in the report);
+where it scores every pair (``GridScorer``: ZSE-SBIR's RN mode) and ``relation_all`` is set, the ranking by those
+scores alone is reported too (``relation_all``).
 Cross-dataset: evaluate a model trained on dataset A on dataset B (embedding B first if needed); categories of B
 that A trained on are reported, and excluded from the zero-shot numbers unless ``exclude_trained_categories``
 is false. Cross-gallery: the same unseen sketches against each photo-only gallery of ``cross_galleries`` built
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from models.checkpoint import load_model, model_folder, read_config
-from models.data import load_image
 from models.embed import EmbedParams, embed_dataset, stored_galleries
-from models.interface import PairScorer, RetrievalModel
+from models.interface import GridScorer, PairScorer, RetrievalModel
+from models.pair_ranking import rerank, score_every_pair
 from sbir import paths
 from sbir.categories import normalize_category
 from sbir.config import Count, Params, PositiveInt
@@ -54,6 +55,7 @@ class EvaluateParams:
     generalised: bool
     exclude_trained_categories: bool
     rerank_top_k: Count  # > 0: the top-k of models with a pair scorer (ZSE-SBIR) re-scored
+    relation_all: bool  # every pair scored by models with a grid scorer (ZSE-SBIR's RN mode)
     grid_queries: Count
     grid_top_k: PositiveInt
     explain_queries: Count  # sample hits and as many misses: explanation sheets (models that can explain)
@@ -77,24 +79,34 @@ def _instances(rows: pd.DataFrame, prefix: str) -> np.ndarray | None:
     return ids.fillna(sentinels).to_numpy(dtype=str)
 
 
-def rerank(model: PairScorer, manifest: Manifest, sketches: pd.DataFrame, photos: pd.DataFrame,
-           sketch_emb: np.ndarray, photo_emb: np.ndarray, k: int) -> np.ndarray:
-    """Embedding scores with each query's top-k re-scored by the model's pair scorer and kept above the rest."""
-    import torch
+def paired_photos(query_instances: np.ndarray, gallery_instances: np.ndarray) -> np.ndarray:
+    """The fine-grained gallery as the papers build it: photos some query sketch was drawn from, each once (the
+    first of duplicate copies); unpaired photos (Sketchy-Extended's ``ext_*``) stay in the category gallery only."""
+    wanted = set(query_instances.tolist())
+    seen: set[str] = set()
+    keep = np.zeros(len(gallery_instances), dtype=bool)
+    for row, instance in enumerate(gallery_instances.tolist()):
+        if instance in wanted and instance not in seen:
+            keep[row] = True
+            seen.add(instance)
+    return keep
 
-    started = time.perf_counter()
-    log.info("re-scoring the top %d of %d queries with the pair scorer", k, len(sketches))
-    scores = sketch_emb @ photo_emb.T
-    _, top = top_k(sketch_emb, photo_emb, k)
-    out = scores.copy()
-    sketch_pre, photo_pre = model.preprocess("sketch"), model.preprocess("photo")
-    for query, row in enumerate(top):
-        sketch = load_image(manifest.resolve(sketches["path"].iloc[query]), sketch_pre)
-        gallery = torch.stack([load_image(manifest.resolve(photos["path"].iloc[j]), photo_pre) for j in row])
-        pair_scores = np.asarray(model.score_pairs(sketch.expand(len(row), -1, -1, -1), gallery), dtype=np.float32)
-        out[query, row] = scores[query].max() + 1 + pair_scores - pair_scores.min()
-    log.info("re-scored %d pairs in %.1f s", top.size, time.perf_counter() - started)
-    return out
+
+def fine_grained_on_paired_photos(queries: np.ndarray, photo_emb: np.ndarray | None, labels: tuple[np.ndarray, ...],
+                                  q_inst: np.ndarray, g_inst: np.ndarray, params: EvaluateParams,
+                                  summary: dict[str, Any]) -> None:
+    """Replace ``summary``'s fine-grained numbers by those against the paired photos only, where the gallery
+    holds others (unpaired or duplicate photos); ``fg/n_gallery`` says how many photos the FG gallery held.
+    ``queries``: the sketch embeddings, or (``photo_emb`` None) a (queries, gallery) score matrix."""
+    keep = paired_photos(q_inst, g_inst)
+    summary["fg/n_gallery"] = int(keep.sum())
+    if keep.all():
+        return
+    query, gallery = (queries[:, keep], None) if photo_emb is None else (queries, photo_emb[keep])
+    fine = compute_retrieval(query, gallery, labels[0], labels[1][keep], q_inst, g_inst[keep],
+                             request=request_for(["fine_grained"], has_instances=True), ties=params.ties)
+    summary.update({key: value for key, value in fine.summary(["fine_grained"]).items()
+                    if key.startswith(("fg/", "preset/fine_grained/"))})
 
 
 def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: EvaluateParams, out_dir: Path,
@@ -120,9 +132,12 @@ def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: Eval
     labels = sketches["category"].to_numpy(str), photos["category"].to_numpy(str)
     result = compute_retrieval(sketch_emb, photo_emb, *labels, q_inst if has_fg else None,
                                g_inst if has_fg else None, request=request, ties=params.ties)
+    zero_shot = result.summary(params.protocols)
+    if has_fg:
+        fine_grained_on_paired_photos(sketch_emb, photo_emb, labels, q_inst, g_inst, params, zero_shot)
     document: dict[str, Any] = {
         "dataset": manifest.dataset, "model": embeddings.meta.get("model", {}),
-        "zero_shot": result.summary(params.protocols),
+        "zero_shot": zero_shot,
         "cross_dataset": {"trained_on": trained.get("dataset"), "trained_categories_in_test": overlap,
                           "excluded": sorted(drop)},
     }
@@ -131,6 +146,15 @@ def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: Eval
         reranked = compute_retrieval(scores, None, *labels, q_inst if has_fg else None, g_inst if has_fg else None,
                                      request=request_for(params.protocols, has_instances=has_fg), ties=params.ties)
         document["reranked"] = {"top_k": params.rerank_top_k, **reranked.summary(params.protocols)}
+        if has_fg:
+            fine_grained_on_paired_photos(scores, None, labels, q_inst, g_inst, params, document["reranked"])
+    if model is not None and isinstance(model, GridScorer) and params.relation_all:
+        scores = score_every_pair(model, manifest, sketches, photos)
+        every_pair = compute_retrieval(scores, None, *labels, q_inst if has_fg else None, g_inst if has_fg else None,
+                                       request=request_for(params.protocols, has_instances=has_fg), ties=params.ties)
+        document["relation_all"] = every_pair.summary(params.protocols)
+        if has_fg:
+            fine_grained_on_paired_photos(scores, None, labels, q_inst, g_inst, params, document["relation_all"])
     if embeddings.styles:
         document["style_shift"] = style_shift(embeddings, photo_emb, photos, drop, document["zero_shot"], params)
     if galleries:
@@ -286,7 +310,8 @@ def evaluate_model(reference: str, dataset: str, params: EvaluateParams, embed: 
         embed_dataset(model, manifest, stored, embed, progress=progress)
     embeddings = read_embeddings(stored, manifest)
     cross = stored_galleries(folder, dataset, params.cross_galleries, stored, embed, progress)
-    if (params.rerank_top_k > 0 or params.explain_queries > 0) and trained.get("kind") == "method":
+    pair_work = params.rerank_top_k > 0 or params.relation_all or params.explain_queries > 0
+    if pair_work and trained.get("kind") == "method":
         model = model or load_model(folder)
     document = evaluate_embeddings(embeddings, manifest, params, out_dir or paths.eval_dir(dataset, folder.name),
                                    trained, model, cross)

@@ -52,6 +52,10 @@ def summary_rows(dataset: str, root: Path = Path(".")) -> list[dict[str, str]]:
         reranked = document.get("reranked", {})
         row["re-ranked mAP@all"] = (f"{reranked['map_all/sklearn/query']:.3f} (top {reranked['top_k']})"
                                     if "map_all/sklearn/query" in reranked else "–")
+        every_pair = document.get("relation_all", {})  # ZSE-SBIR's RN mode: every pair by the relation network
+        row["RN mAP@all / FG Acc@1"] = " / ".join(
+            f"{value:.3f}" if isinstance(value, float) else "–"
+            for value in (every_pair.get("map_all/sklearn/query"), every_pair.get("fg/acc@1/gallery")))
         trained = root / paths.train_log_dir(model) / "summary.json"
         seconds = json.loads(trained.read_text()).get("train_seconds") if trained.is_file() else None
         row["training"] = f"{seconds:.0f} s" if seconds is not None else "–"

@@ -46,8 +46,8 @@ SMALL_MODELS: dict[str, dict[str, dict]] = {
     "dsn": {"train": {"epochs": 1, "batch_size": 8},
             "model": {"image_size": 32, "embedding_dim": 32, "projection_dim": 16, "memory_size": 4}},
     "zse": {"train": {"epochs": 1, "batch_size": 8},
-            "model": {"image_size": 32, "width": 32, "depth": 1, "heads": 2, "embedding_dim": 16,
-                      "relation_hidden": 8}},
+            "model": {"image_size": 32, "width": 32, "depth": 1, "heads": 2, "cross_heads": 2, "cross_ff": 32,
+                      "relation_width": 16}},
     "clip_prompt": {"train": {"epochs": 1, "batch_size": 8, "sketches_per_category": 2},
                     "model": {"prompts": 1, "shuffle_pairs": 2}},
 }

@@ -45,8 +45,8 @@ def make_bundle(root: Path, photos: Path, model: str = "baseline_hog", kind: str
         from models.checkpoint import save_method
         from models.zse import ZSE, ZSEConfig
 
-        method = ZSE(config(ZSEConfig, "zse.model", image_size=32, pretrained=None, width=32, depth=1, heads=2, embedding_dim=16,
-                               relation_hidden=8))
+        method = ZSE(config(ZSEConfig, "zse.model", image_size=32, pretrained=None, width=32, depth=1, heads=2,
+                            cross_heads=2, cross_ff=32, relation_width=16))
         save_method(folder, method, method.build(4, load_pretrained=False).eval(), {"train_categories": list("abcd")})
     else:
         save_baseline(folder, model, params_section(model), create_model(model, params_section(model)))

@@ -40,7 +40,7 @@ class ExplainableClipPrompt(TorchRetrievalModel):
 
     def _heatmap(self, last_input: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """Gradient × activation over the patch positions, positive part, peak 1."""
-        patches = 1 + self.net.prompts["sketch"].shape[1]
+        patches = 1 + self.net.prompt_count
         relevance = (grad * last_input).sum(dim=-1)[0, patches:].float().clamp(min=0)
         peak = float(relevance.max())
         return relevance / peak if peak > 0 else relevance

@@ -55,6 +55,7 @@ class ClipPromptConfig:
     architecture: dict[str, Any] | None  # resolved from the CLIP when training starts; kept for rebuilding
     prompts: PositiveInt  # learnable tokens per layer and domain
     deep: bool  # a fresh set of prompts at every layer (VPT-deep); false: at the first layer only
+    shared_prompts: bool  # one prompt set for both domains (the paper's fine-grained model); false: one per domain
     text_template: str  # the small CLIP's captions; published CLIPs: "a photo of a {}"
     margin: NonNegativeFloat  # category triplet, cosine distance
     instance_margin: NonNegativeFloat
@@ -91,8 +92,9 @@ class PromptedClip(nn.Module):
         depth = len(visual.transformer.resblocks) if config.deep else 1
         patch = visual.patch_size[0] if isinstance(visual.patch_size, tuple) else int(visual.patch_size)
         bound = math.sqrt(6.0 / (3 * patch * patch + width))  # VPT's (Xavier-uniform) prompt initialisation
-        self.prompts = nn.ParameterDict({domain: nn.Parameter(torch.empty(depth, config.prompts, width)
-                                                              .uniform_(-bound, bound)) for domain in DOMAINS})
+        owners = ("shared",) if config.shared_prompts else DOMAINS
+        self.prompts = nn.ParameterDict({owner: nn.Parameter(torch.empty(depth, config.prompts, width)
+                                                             .uniform_(-bound, bound)) for owner in owners})
         embed_dim = int(visual.output_dim)
         self.register_buffer("class_text", class_text.clone() if class_text is not None
                              else torch.zeros(num_classes, embed_dim))
@@ -102,11 +104,19 @@ class PromptedClip(nn.Module):
     def grid(self) -> tuple[int, int]:
         return tuple(int(g) for g in self.visual.grid_size)
 
+    def prompt(self, domain: str) -> nn.Parameter:
+        """The domain's prompts (layers, count, width): its own, or the set both domains share."""
+        return self.prompts["shared"] if self.config.shared_prompts else self.prompts[domain]
+
+    @property
+    def prompt_count(self) -> int:
+        return int(next(iter(self.prompts.values())).shape[1])
+
     def sequence(self, images: torch.Tensor, domain: str,
                  capture_last: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Standardised images → the last layer's tokens ``[class, prompts, patches]`` and, with
         ``capture_last``, the last layer's input as a leaf that requires grad (for attribution)."""
-        visual, prompts = self.visual, self.prompts[domain]
+        visual, prompts = self.visual, self.prompt(domain)
         count = prompts.shape[1]
         x = visual._embeds(images)  # class token + patch tokens, positions added, ln_pre applied
         batch_first = getattr(visual.transformer, "batch_first", True)
@@ -123,13 +133,13 @@ class PromptedClip(nn.Module):
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """The tower's own pooling and projection over the class and patch tokens (prompts left out)."""
-        count = self.prompts["sketch"].shape[1]
+        count = self.prompt_count
         pooled, _ = self.visual._pool(torch.cat([tokens[:, :1], tokens[:, 1 + count:]], dim=1))
         return pooled @ self.visual.proj if self.visual.proj is not None else pooled
 
     def patch_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """The last layer's patch tokens in the embedding space (ln_post and projection): (B, L, D)."""
-        patches = self.visual.ln_post(tokens[:, 1 + self.prompts["sketch"].shape[1]:])
+        patches = self.visual.ln_post(tokens[:, 1 + self.prompt_count:])
         return patches @ self.visual.proj if self.visual.proj is not None else patches
 
     def embed(self, images: torch.Tensor, domain: str) -> torch.Tensor:

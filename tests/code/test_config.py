@@ -239,7 +239,42 @@ def test_published_configs_are_valid_sections_of_the_methods() -> None:
 
     root = Path(__file__).resolve().parents[2]
     params = Params.load(root / "params.yaml", [root / "configs/published.yaml"])
-    zse, _ = method_settings(params, "zse")
+    zse, zse_train = method_settings(params, "zse")
     assert zse.config.backbone == "timm:vit_base_patch16_224" and zse.config.image_size == 224
+    assert (zse.config.pretrained, zse.config.width, zse.config.cross_heads, zse.config.cross_ff,
+            zse.config.relation_width) == ("sam_in1k", 768, 8, 1024, 512)
+    assert zse.config.loss_weights == {"triplet": 2.0, "relation": 4.0, "instance": 0.0}
+    assert (zse_train.lr, zse_train.weight_decay, zse_train.lr_final_factor) == (1e-5, 1e-2, 1.0)
+    dsn, dsn_train = method_settings(params, "dsn")
+    assert dsn.config.backbone == "timm:legacy_seresnet50" and dsn.config.embedding_dim == 64
+    assert dsn.config.loss_weights == {"classification": 1.0, "knowledge": 1.0, "contrastive": 0.1, "memory": 1.0,
+                                       "instance": 0.0}
+    assert (dsn.config.memory_size, dsn.config.contrastive_views, dsn.config.memory_gradient) == (10, 2, True)
+    assert (dsn_train.lr, dsn_train.weight_decay, dsn_train.lr_final_factor, dsn_train.epochs) == (1e-4, 5e-4,
+                                                                                                  1e-3, 20)
     clip, _ = method_settings(params, "clip_prompt")
     assert clip.config.clip == "open_clip:ViT-B-32" and clip.config.pretrained == "openai"
+    assert not clip.config.deep and not clip.config.shared_prompts  # the release's shallow prompts, one per domain
+    assert {term for term, weight in clip.config.loss_weights.items() if weight} == {"triplet", "classification"}
+    fine = Params.load(root / "params.yaml", [root / "configs/published.yaml",
+                                              root / "configs/published_fine_grained.yaml"])
+    clip_fg, _ = method_settings(fine, "clip_prompt")
+    assert clip_fg.config.shared_prompts and clip_fg.config.clip == "open_clip:ViT-B-32"
+    assert {term for term, weight in clip_fg.config.loss_weights.items() if weight} == {
+        "classification", "instance", "shuffle", "relative"}
+
+
+def test_benchmark_profiles_point_every_stage_at_a_known_benchmark() -> None:
+    """configs/benchmarks/<name>.yaml, laid over params.yaml and a paper profile, trains, evaluates and indexes one
+    published benchmark, with no gallery that belongs to the embedded default."""
+    from stages.evaluate import EvaluateParams
+
+    root = Path(__file__).resolve().parents[2]
+    files = sorted((root / "configs/benchmarks").glob("*.yaml"))
+    assert {file.stem for file in files} == {"sketchy21", "sketchy25", "tuberlin30", "quickdraw30"}
+    for file in files:
+        params = Params.load(root / "params.yaml", [root / "configs/published.yaml", file])
+        assert params.value("train.dataset", str) == params.value("index.dataset", str) == file.stem
+        evaluate = params.read(EvaluateParams, "evaluate")
+        assert evaluate.dataset == file.stem and evaluate.cross_galleries == []
+        assert file.stem in params.section("prepare")  # where its files are read from

@@ -15,11 +15,13 @@ import torch
 from models.data import load_image
 from models.embed import embed_dataset
 from models.interface import Preprocess, RetrievalModel
+from models.pair_ranking import score_every_pair
 from models.registry import create_model
 from sbir.categories import normalize_category
 from sbir.embeddings import has_embeddings, read_embeddings
 from sbir.manifest import read_manifest
 from models.embed import EmbedParams
+from sbir.metrics import compute_retrieval, request_for
 from stages.evaluate import EvaluateParams, evaluate_embeddings
 from helpers import config, params_section, write_params
 
@@ -63,6 +65,18 @@ class InstanceOracle(Oracle):
 
         return np.array([sum(a == b for a, b in zip(key(s), key(p))) for s, p in zip(sketches, photos)],
                         dtype=np.float32)
+
+
+class GridOracle(InstanceOracle):
+    """The perfect pair scorer over every sketch-photo pair (the RN mode's capability); records its calls."""
+
+    def __init__(self, manifest) -> None:
+        super().__init__(manifest)
+        self.calls: list[tuple[int, int]] = []
+
+    def score_grid(self, sketches: torch.Tensor, photos: torch.Tensor) -> np.ndarray:
+        self.calls.append((len(sketches), len(photos)))
+        return np.stack([self.score_pairs(s[None].expand(len(photos), -1, -1, -1), photos) for s in sketches])
 
 
 def _evaluate(model, manifest, params, out, trained=None):
@@ -130,6 +144,25 @@ def test_pair_scorer_re_ranks_the_top_k(manifest, tmp_path: Path) -> None:
     assert document["reranked"]["map_all/sklearn/query"] == pytest.approx(plain["zero_shot"]["map_all/sklearn/query"])
 
 
+def test_a_grid_scorer_ranks_every_pair_in_bounded_blocks(manifest, tmp_path: Path) -> None:
+    model = GridOracle(manifest)
+    params = config(EvaluateParams, "evaluate", generalised=False, grid_queries=2, rerank_top_k=0, relation_all=True)
+    document = _evaluate(model, manifest, params, tmp_path)
+    assert "score_grid" in model.capabilities and "reranked" not in document
+    assert document["relation_all"]["fg/acc@1/gallery"] == pytest.approx(1.0)  # its own photo first, every query
+    assert document["relation_all"]["map_all/sklearn/query"] == pytest.approx(1.0)
+    sketches = manifest.select(split="test_unseen", domain="sketch").reset_index(drop=True)
+    photos = manifest.select(split="test_unseen", domain="photo").reset_index(drop=True)
+    model.calls.clear()
+    blocks = score_every_pair(model, manifest, sketches, photos, block=3)
+    assert max(max(call) for call in model.calls) <= 3 and sum(a * b for a, b in model.calls) == blocks.size
+    whole = score_every_pair(model, manifest, sketches, photos, block=10_000)
+    assert np.array_equal(blocks, whole)
+    off = _evaluate(model, manifest, config(EvaluateParams, "evaluate", generalised=False, grid_queries=2,
+                                            rerank_top_k=0, relation_all=False), tmp_path)
+    assert "relation_all" not in off
+
+
 def test_cli_rejects_bad_params_with_exit_code_2(manifest, tmp_path: Path, monkeypatch, capsys) -> None:
     from stages.evaluate import main
 
@@ -182,3 +215,29 @@ def test_style_shift_report_from_restyled_sketches(manifest, tmp_path: Path) -> 
     assert 0 < shift["thick_marker"]["map_all"] < 1
     with pytest.raises(ValueError, match="unknown style"):
         config(RestyleParams, "restyle", styles=["crayon"])
+
+
+def test_fine_grained_galleries_hold_paired_photos_only_once_each() -> None:
+    """As the papers: a sketch's own photo among the photos some sketch was drawn from, duplicates once; unpaired
+    photos (Sketchy-Extended's ext_*) stay in the category-level gallery."""
+    from stages.evaluate import fine_grained_on_paired_photos, paired_photos
+
+    q_inst = np.array(["a", "b"])
+    g_inst = np.array(["a", "\0g1", "a", "b"])  # a, an unpaired photo (its sentinel), a's duplicate, b
+    assert paired_photos(q_inst, g_inst).tolist() == [True, False, False, True]
+    sketches = np.array([[1.0, 0.0], [0.0, 1.0]])
+    photos = np.array([[0.8, 0.6], [1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])  # the unpaired photo is a's nearest
+    labels = (np.array(["c", "c"]), np.array(["c", "c", "c", "c"]))
+    params = config(EvaluateParams, "evaluate")
+    full = compute_retrieval(sketches, photos, *labels, q_inst, g_inst, request=request_for(["fine_grained"],
+                             has_instances=True)).summary(["fine_grained"])
+    assert full["fg/acc@1/gallery"] == pytest.approx(0.5)  # a's sketch finds the unpaired photo first
+    summary = dict(full)
+    fine_grained_on_paired_photos(sketches, photos, labels, q_inst, g_inst, params, summary)
+    assert summary["fg/acc@1/gallery"] == pytest.approx(1.0) and summary["fg/n_gallery"] == 2
+    scores = dict(full)
+    fine_grained_on_paired_photos(sketches @ photos.T, None, labels, q_inst, g_inst, params, scores)
+    assert scores["fg/acc@1/gallery"] == pytest.approx(1.0)  # a score matrix: the same columns kept
+    untouched = {"fg/acc@1/gallery": 0.25}
+    fine_grained_on_paired_photos(sketches, photos[[0, 3]], labels, q_inst, g_inst[[0, 3]], params, untouched)
+    assert untouched == {"fg/acc@1/gallery": 0.25, "fg/n_gallery": 2}  # all paired: nothing recomputed

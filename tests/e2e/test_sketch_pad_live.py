@@ -79,8 +79,8 @@ def test_clicking_a_result_shows_the_explanation_picture(tiny_openmoji: Path, tm
         if model == "zse":
             body = synthesis.json()
             assert synthesis.status_code == 200 and body["picture"].startswith("data:image/png")
-            assert body["grid"] == [4, 4] and len(body["photo_ids"]) == body["num_photos"] == 8
-            assert all(0 <= cell[0] < 8 and 0 <= cell[1] < 4 and 0 <= cell[2] < 4 for row in body["sources"]
+            assert body["grid"] == [2, 2] and len(body["photo_ids"]) == body["num_photos"] == 8  # relation anchors
+            assert all(0 <= cell[0] < 8 and 0 <= cell[1] < 2 and 0 <= cell[2] < 2 for row in body["sources"]
                        for cell in row)
         else:
             assert synthesis.status_code == 422 and "cannot synthesize" in synthesis.json()["error"]

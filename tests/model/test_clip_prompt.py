@@ -111,6 +111,21 @@ def test_training_moves_prompts_and_layernorms_only(method: ClipPrompt, data: Tr
     assert changed <= trainable  # the frozen CLIP (text buffer and logit scale included) is bit-identical
 
 
+def test_the_fine_grained_model_shares_one_prompt_between_the_domains(method: ClipPrompt, data: TrainSplit,
+                                                                     images) -> None:
+    """The paper's fine-grained model: one prompt set for sketches and photos, so the two encoders are one."""
+    shared = ClipPrompt(replace(method.config, shared_prompts=True))
+    net = _net(shared, data).eval()
+    assert set(net.prompts) == {"shared"} and net.prompt("sketch") is net.prompt("photo")
+    same = images["photo"][:3].float() / 255
+    with torch.no_grad():
+        assert torch.allclose(net.embed(standardise(same), "sketch"), net.embed(standardise(same), "photo"))
+        apart = _net(method, data).eval()
+        assert not torch.allclose(apart.embed(standardise(same), "sketch"), apart.embed(standardise(same), "photo"))
+    groups = shared.param_groups(net, 1.0)
+    assert [p for p in groups[0]["params"]] == [net.prompts["shared"]]
+
+
 def test_backbone_patch_tokens_feed_the_vit(tmp_path: Path) -> None:
     """Variant B: EfficientNet-Lite0 cut at stage 2 (stride 8) + a 1×1 projection replaces the pixel patches."""
     architecture = {**TINY_CLIP_ARCHITECTURE, "patch_tokens": {"backbone": "timm:efficientnet_lite0",

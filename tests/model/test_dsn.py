@@ -10,10 +10,13 @@ import pytest
 import torch
 
 from models.checkpoint import load_model, load_network, read_config, save_method
-from models.data import PairSampler, TrainSplit, augment, decode_all
+from models.data import PairSampler, TrainSplit, augment, contrastive_view, decode_all
 from models.dsn import DSN, DSNConfig, dsn_losses
 from models.engine import RuntimeConfig, TrainConfig, build_net, train
-from models.losses import SketchMemoryBank, cross_modal_infonce, supervised_contrastive
+from models.imaging import standardise
+from models.losses import SketchMemoryBank, cross_modal_infonce, knowledge_preservation, supervised_contrastive
+from models.method import Batch
+from sbir.config import ConfigError
 from models.registry import lookup
 from sbir.manifest import read_manifest
 from helpers import config
@@ -67,13 +70,84 @@ def test_losses_on_hand_made_cases() -> None:
     good = supervised_contrastive(features, torch.tensor([0, 0, 1, 1]), 0.1)
     bad = supervised_contrastive(features, torch.tensor([0, 1, 0, 1]), 0.1)
     assert good < 0.01 < bad
+    student, teacher = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+    target = torch.softmax(teacher, dim=1)[0]
+    by_hand = -float((target * torch.log_softmax(student, dim=1)[0]).sum())
+    assert float(knowledge_preservation(student, teacher)) == pytest.approx(by_hand)
+
+
+def test_memory_keeps_the_sketches_nearest_the_photo_mean_and_pulls_photos_to_their_centre() -> None:
     bank = SketchMemoryBank(num_classes=3, size=2, dim=2)
-    bank.update(torch.tensor([[1.0, 0], [0, 1], [0, 1], [0, 1]]), torch.tensor([0, 1, 1, 1]))
-    assert bank.filled.tolist() == [1, 2, 0] and bank.cursor.tolist() == [1, 1, 0]
-    prototypes, present = bank.prototypes()
-    assert present.tolist() == [True, True, False] and torch.allclose(prototypes[1], torch.tensor([0.0, 1.0]))
-    assert bank.loss(torch.tensor([[1.0, 0]]), torch.tensor([0]), 0.1) < bank.loss(torch.tensor([[1.0, 0]]),
-                                                                                    torch.tensor([1]), 0.1)
+    photos, photo_labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
+    bank.update(torch.tensor([[0.0, 1.0], [1.0, 1.0]]), torch.tensor([0, 0]), photos, photo_labels)
+    assert bank.filled.tolist() == [2, 0, 0]  # room: stored in order
+    # full: a sketch nearer category 0's photo mean (1, 0) replaces the stored one least like it, (0, 1)
+    bank.update(torch.tensor([[1.0, 0.1]]), torch.tensor([0]), photos, photo_labels)
+    assert torch.equal(bank.memory[0], torch.tensor([[1.0, 0.1], [1.0, 1.0]]))
+    # a sketch further from the mean than every stored one is not kept; nor one whose category has no photo
+    bank.update(torch.tensor([[-1.0, 1.0]]), torch.tensor([0]), photos, photo_labels)
+    bank.update(torch.tensor([[5.0, 5.0]]), torch.tensor([0]), photos[1:], photo_labels[1:])
+    assert torch.equal(bank.memory[0], torch.tensor([[1.0, 0.1], [1.0, 1.0]]))
+    centres, present = bank.centres()
+    assert present.tolist() == [True, False, False] and torch.allclose(centres[0], torch.tensor([1.0, 0.55]))
+    query = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
+    cosines = [1.0 / (1.0 ** 2 + 0.55 ** 2) ** 0.5, (3.0 + 4 * 0.55) / (5.0 * (1.0 + 0.55 ** 2) ** 0.5)]
+    assert float(bank.loss(query, torch.tensor([0, 0]))) == pytest.approx(1 - sum(cosines) / 2, abs=1e-6)
+    assert float(bank.loss(query, torch.tensor([1, 2]))) == 0.0  # no stored sketch of those categories
+
+
+def test_contrastive_views_are_seeded_flipped_jittered_and_sometimes_grey() -> None:
+    images = (torch.rand(400, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    first = contrastive_view(images, torch.Generator().manual_seed(0))
+    assert torch.equal(first, contrastive_view(images, torch.Generator().manual_seed(0)))
+    assert first.shape == images.shape and first.min() >= 0 and first.max() <= 1
+    grey = (first[:, 0] == first[:, 1]).flatten(1).all(1) & (first[:, 1] == first[:, 2]).flatten(1).all(1)
+    assert 0.12 < float(grey.float().mean()) < 0.28  # p 0.2
+    untouched = (first == images.float() / 255).flatten(1).all(1)
+    flipped = (first == images.float().flip(-1) / 255).flatten(1).all(1)
+    assert 0.05 < float((untouched | flipped).float().mean()) < 0.25  # no jitter (p 0.2) and not grey (p 0.8)
+    assert untouched.any() and flipped.any()
+
+
+def test_views_enter_the_contrastive_term_and_the_memory_gradient_is_named(data: TrainSplit, images) -> None:
+    method = _method(contrastive_views=2, loss_weights={"contrastive": 1.0, "memory": 1.0})
+    net = build_net(method, TINY, data.num_classes).train()
+    sketches, photos = method.augment(images["sketch"][:4], images["photo"][:4], torch.Generator().manual_seed(0))
+    assert sketches.shape[0] == photos.shape[0] == 12  # 4 pairs, then two views of each
+    labels = data.sketch_labels[:4]
+    batch = Batch(sketches, photos, labels, labels, torch.eye(4, dtype=torch.bool))
+    out = method.forward(net, batch)
+    assert out["projected"].shape == (16, METHOD.config.projection_dim) and out["sketch"].shape == (4, 32)
+    method.after_step(net, out, batch, lambda tensor: tensor)
+    for gradient in (True, False):
+        net.config = replace(method.config, memory_gradient=gradient)
+        out = method.forward(net, batch)
+        features = out["photo_features"]
+        features.retain_grad()
+        memory = method.losses(net, out, batch)["memory"]
+        assert memory.requires_grad == gradient  # the release detaches the photos: no gradient
+        if gradient:
+            memory.backward()
+            assert features.grad.abs().sum() > 0
+
+
+def test_the_teacher_is_the_frozen_pretrained_classifier_outside_the_state_dict(data: TrainSplit) -> None:
+    import timm
+
+    from models.backbones import package_state_dict
+
+    net = _method(loss_weights={"knowledge": 1.0}).build(data.num_classes)
+    assert net.teacher is not None and not any(p.requires_grad for p in net.teacher.parameters())
+    assert not any(key.startswith("teacher") for key in net.state_dict())
+    assert {id(p) for p in net.teacher.parameters()}.isdisjoint(id(p) for p in net.parameters())
+    reference = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=1000).eval()
+    reference.load_state_dict(package_state_dict("efficientnet_lite0", "efficientnet_lite0"))
+    photos = torch.rand(2, 3, 32, 32)
+    expected = reference(standardise(photos, net))
+    assert torch.allclose(net.teacher_logits(photos), expected, atol=1e-5)
+    without = DSN(replace(METHOD.config, pretrained=None, loss_weights={"knowledge": 1.0})).build(data.num_classes)
+    with pytest.raises(ConfigError, match="pretrained teacher"):
+        without.teacher_logits(photos)
 
 
 def test_sampler_pairs_sketches_with_their_photos(data: TrainSplit) -> None:
@@ -85,6 +159,31 @@ def test_sampler_pairs_sketches_with_their_photos(data: TrainSplit) -> None:
     sketches, photos, linked = PairSampler(unlinked, 8, 0).batch(0, 0)
     assert torch.equal(data.photo_labels[photos], data.sketch_labels[sketches])  # same-category fallback
     assert not linked.any()
+
+
+def test_category_pairs_draw_any_photo_of_the_category_unlinked_ones_included(data: TrainSplit) -> None:
+    """Sketchy-Extended's extended photos have no sketch: only category pairs bring them into training."""
+    extended = replace(data, photo_paths=data.photo_paths + data.photo_paths[:4],  # four photos without sketches
+                       photo_labels=torch.cat([data.photo_labels, data.photo_labels[:4]]))
+    extra = set(range(len(data.photo_paths), len(extended.photo_paths)))
+    data = extended
+    linked_only = PairSampler(data, 8, 0).batch(0, 0)
+    assert not extra & set(linked_only[1].tolist())
+    assert torch.equal(PairSampler(data, 8, 0, category_pairs=0.0).batch(0, 0)[1], linked_only[1])  # the default
+    everyone = PairSampler(data, 8, 0, category_pairs=1.0)
+    drawn, kept = set(), 0
+    for step in range(everyone.steps_per_epoch):
+        sketches, photos, linked = everyone.batch(0, step)
+        assert torch.equal(data.photo_labels[photos], data.sketch_labels[sketches])
+        assert torch.equal(linked, photos == data.sketch_to_photo[sketches])  # a link only where it is the photo
+        assert torch.equal(everyone.batch(0, step)[1], photos)  # deterministic in (seed, epoch, step)
+        drawn |= set(photos.tolist())
+        kept += int(linked.sum())
+    assert kept < everyone.steps_per_epoch * 8 / 2  # most pairs are category pairs
+    assert drawn & extra  # photos no sketch links to are drawn
+    half = PairSampler(data, 8, 0, category_pairs=0.5)
+    shares = [float(half.batch(0, step)[2].float().mean()) for step in range(half.steps_per_epoch)]
+    assert 0.3 < sum(shares) / len(shares) < 0.8
 
 
 def test_category_runs_sampler_covers_every_sketch_in_same_category_runs(data: TrainSplit) -> None:
@@ -131,14 +230,16 @@ def test_loss_decreases_and_tiny_batch_is_overfit(data: TrainSplit, images) -> N
     photo_idx = data.sketch_to_photo[:8]
     photos = images["photo"][photo_idx].float() / 255
     same = photo_idx[:, None] == photo_idx[None, :]
+    teacher = net.teacher_logits(photos)
     totals = []
     for _ in range(40):
         out = net(sketches, photos)
-        terms = dsn_losses(net, out, data.sketch_labels[:8], data.photo_labels[photo_idx], same)
+        terms = dsn_losses(net, out, data.sketch_labels[:8], data.photo_labels[photo_idx], same, teacher)
         optimiser.zero_grad()
         terms["total"].backward()
         optimiser.step()
-        net.memory.update(out["sketch"], data.sketch_labels[:8])
+        net.memory.update(out["sketch_features"], data.sketch_labels[:8], out["photo_features"],
+                          data.photo_labels[photo_idx])
         totals.append(float(terms["total"].detach()))
     assert totals[-1] < 0.5 * totals[0]
     with torch.no_grad():  # the batch as trained on (BatchNorm in batch-statistics mode)
@@ -270,3 +371,59 @@ def test_explanation_decomposes_the_served_score_into_patch_pairs(tiny_openmoji:
 def test_a_pooled_whole_network_has_no_explain_capability() -> None:
     method = _method(image_size=32, pool="avg", feature_level=None, pretrained=None, backbone="timm:resnet18")
     assert method.export(method.build(4, load_pretrained=False)).capabilities == frozenset()
+
+
+def test_modality_conditioned_se_starts_as_the_pretrained_se_and_then_tells_domains_apart() -> None:
+    import threading
+
+    import timm
+
+    from models.conditioning import ModalitySE, condition_on_modality
+
+    torch.manual_seed(0)
+    plain = timm.create_model("legacy_seresnet18", pretrained=False, num_classes=0).eval()
+    conditioned = timm.create_model("legacy_seresnet18", pretrained=False, num_classes=0).eval()
+    conditioned.load_state_dict(plain.state_dict())
+    tag = condition_on_modality(conditioned)
+    se = [m for m in conditioned.modules() if isinstance(m, ModalitySE)]
+    assert len(se) == 8 and all(m.fc2.in_channels == m.fc1.out_channels + 1 for m in se)
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        for tags in (torch.zeros(2), torch.ones(2)):  # the tag's weights start at zero: SE as pretrained
+            tag.set(tags)
+            assert torch.allclose(conditioned(images), plain(images), atol=1e-5)
+        for module in se:
+            module.fc2.weight[:, -1] = 1.0
+        tag.set(torch.tensor([0.0, 1.0]))
+        mixed = conditioned(images)
+        tag.set(torch.zeros(2))
+        assert torch.allclose(conditioned(images)[0], mixed[0], atol=1e-5)
+        assert not torch.allclose(conditioned(images)[1], mixed[1], atol=1e-3)  # the photo's gates differ
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(tag.value))
+        worker.start()
+        worker.join()
+        assert seen == [None]  # each thread tags its own batches
+        tag.set(torch.zeros(3))
+        with pytest.raises(RuntimeError, match="set the modality tag"):
+            conditioned(images)
+    with pytest.raises(ValueError, match="no squeeze-and-excitation"):
+        condition_on_modality(timm.create_model("resnet18", pretrained=False))
+
+
+def test_dsn_with_modality_conditioning_trains_and_embeds_each_domain(data: TrainSplit, images) -> None:
+    method = _method(backbone="timm:legacy_seresnet18", pretrained=None, feature_level=None, pool="avg",
+                     modality_conditioning=True, shared_heads=True, contrastive_views=1,
+                     loss_weights={"classification": 1.0, "contrastive": 0.1, "memory": 1.0})
+    net = build_net(method, TINY, data.num_classes).train()
+    sketches, photos = method.augment(images["sketch"][:4], images["photo"][:4], torch.Generator().manual_seed(0))
+    labels = data.sketch_labels[:4]
+    batch = Batch(sketches, photos, labels, labels, torch.eye(4, dtype=torch.bool))
+    method.losses(net, method.forward(net, batch), batch)["total"].backward()
+    assert all(m.fc2.weight.grad is not None for m in net.modules() if type(m).__name__ == "ModalitySE")
+    net.eval()
+    with torch.no_grad():
+        for module in (m for m in net.modules() if type(m).__name__ == "ModalitySE"):
+            module.fc2.weight[:, -1] = 1.0
+        same = batch.photos[:2]
+        assert not torch.allclose(net.embed(same, "sketch"), net.embed(same, "photo"), atol=1e-4)
