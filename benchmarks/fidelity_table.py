@@ -22,7 +22,7 @@ COLUMNS = ("mAP@all", "P@100", "FG Acc@1", "generalised mAP@all", "Twemoji mAP",
 CHANGES = {
     "dsn": "SAKE knowledge preservation added (teacher: the pretrained EfficientNet-Lite0 with its ImageNet "
            "classifier); the contrastive term over two SimCLR-style views of every image (three backbone passes "
-           "per pair, so 11 epochs instead of 19 fit the same budget); the memory bank keeps backbone features of "
+           "per pair: 11 epochs instead of 19, and training still takes about 1.7× as long); the memory bank keeps backbone features of "
            "the sketches nearest the batch's photo mean and pulls photos by 1 − cosine (was: the last sketch "
            "embeddings, cross-entropy over prototypes); a linear classifier (was: cosine with a temperature).",
     "zse": "The paper's relation network (2×2-reduced tokens, the whole cosine map into an MLP, sigmoid) and "
@@ -31,7 +31,9 @@ CHANGES = {
            "cross-attended token + 4 × relation MSE (was: batch-hard cosine triplet, InfoNCE, classification, "
            "top-k kernel relation); the RN mode scores every pair. The compact profile keeps our instance InfoNCE on the "
            "retrieval token (weight 1; without it Ret mAP@all is 0.277: benchmarks/results/zse_instance_ablation.md).",
-    "clip_prompt": "Unchanged in the compact profile (the paper profiles gained the shared fine-grained prompt).",
+    "clip_prompt": "Unchanged in the compact profile (the paper profiles gained the shared fine-grained prompt); "
+                   "the small differences are the rerun's (pretraining included), on a machine shared with other "
+                   "work for part of the run, which also shows in the times.",
 }
 
 

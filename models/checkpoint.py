@@ -1,9 +1,10 @@
-"""Model folders, checkpoint format v1: what every stage after training loads, for methods and baselines alike.
+"""Model folders, checkpoint format v2: what every stage after training loads, for methods and baselines alike.
 
 A folder holds ``config.json`` and, where the model has weights, ``model.safetensors`` (every tensor once: the
 sketch and photo encoders are rebuilt from one network and share its weights). ``config.json``:
 
-- ``schema_version`` (1), ``kind`` (``method`` | ``baseline``) and ``method`` (its registered name);
+- ``schema_version`` (2; v1 method folders hold the methods before they followed their papers, and are refused
+  with what to do; v1 baseline folders are the same as v2), ``kind`` (``method`` | ``baseline``) and ``method`` (its registered name);
 - ``config``: the method's config (its ``params.yaml`` section), ``num_classes``, ``embedding_dim``;
 - ``preprocess``: per domain, the image size and channel statistics its encoder takes;
 - ``dataset``, ``train_categories`` and ``data_fingerprint`` (the manifest rows it trained on), ``train``
@@ -30,8 +31,9 @@ from sbir.config import ConfigError
 from sbir.io import atomic_write_bytes, atomic_write_json
 from sbir.errors import ModelError
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMAS = (1,)
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMAS = (1, 2)
+METHOD_SCHEMAS = (2,)  # the methods' configs and weights changed with v2 (DSN, ZSE-SBIR, CLIP as their papers)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -93,6 +95,11 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     name, kind = document.get("method"), document.get("kind")
     if kind not in ("method", "baseline"):
         raise CheckpointError(f"{path}: kind {kind!r} is not 'method' or 'baseline'")
+    if kind == "method" and version not in METHOD_SCHEMAS:
+        raise CheckpointError(f"{path}: a {name} model of checkpoint schema {version}, written before the methods "
+                              f"followed their papers (schema {SCHEMA_VERSION}); its config and weights no longer fit. "
+                              f"Re-train it (dvc repro train@{name}); a registered champion of that kind is replaced "
+                              "by promoting a newer registration (zssbir promote <version>)")
     known = available(kind)
     if name not in known:
         raise CheckpointError(f"{path}: unknown {kind} {name!r}; supported: {known}")

@@ -49,7 +49,7 @@ class ModalitySE(nn.Module):
         if self.tag.value is None or len(self.tag.value) != len(x):
             raise RuntimeError("ModalitySE: set the modality tag of this batch before the backbone runs")
         squeezed = torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))
-        tag = self.tag.value.to(squeezed.dtype).view(-1, 1, 1, 1)
+        tag = self.tag.value.to(device=squeezed.device, dtype=squeezed.dtype).view(-1, 1, 1, 1)
         return x * torch.sigmoid(self.fc2(torch.cat([squeezed, tag], dim=1)))
 
 

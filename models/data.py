@@ -185,6 +185,7 @@ class StepBatch:
     photo_labels: torch.Tensor
     photo_index: torch.Tensor  # the photos' split indices (same index = same photo)
     linked: torch.Tensor  # the pair is a real sketch→photo link
+    sketch_link: torch.Tensor  # the split index of the photo each sketch was drawn from (-1: none)
 
 
 class StepBatches(Dataset):
@@ -214,7 +215,8 @@ class StepBatches(Dataset):
         sketch_idx, photo_idx, linked = sketch_idx[shard], photo_idx[shard], linked[shard]
         data = self.sampler.data
         return StepBatch(global_step, self._images("sketch", sketch_idx), self._images("photo", photo_idx),
-                         data.sketch_labels[sketch_idx], data.photo_labels[photo_idx], photo_idx, linked)
+                         data.sketch_labels[sketch_idx], data.photo_labels[photo_idx], photo_idx, linked,
+                         data.sketch_to_photo[sketch_idx])
 
 
 def use_cache(data: TrainSplit, image_size: int, cache: str, cache_max_mb: int) -> bool:

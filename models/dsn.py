@@ -94,6 +94,7 @@ class DSNNet(nn.Module):
             self.backbone = backbone.module
         features = backbone.feature_dim
         if config.pool == "flatten":  # the flattened map's width depends on the input size
+            self.condition(1, 0)
             with torch.no_grad():
                 features = int(self.backbone.eval()(torch.zeros(1, 3, config.image_size, config.image_size)).shape[1])
             self.backbone.train()

@@ -193,9 +193,10 @@ class EpochReport:
 def _to_batch(item: StepBatch, method: Method, generator: torch.Generator, device: torch.device) -> Batch:
     # uint8 batches travel to the device and are augmented there (a GPU's share of data time stays small)
     sketches, photos = method.augment(item.sketches.to(device), item.photos.to(device), generator)
-    # the instance term only where a sketch was drawn from its photo (never for category-level pairs)
-    photo, linked = item.photo_index, item.linked
-    same_instance = (photo[:, None] == photo[None, :]) & linked[:, None] & linked[None, :]
+    # the instance term only where a sketch was drawn from a photo of the batch (never category-level pairs; a
+    # sketch paired with another photo of its category still has its own photo as positive if the batch has it)
+    link = item.sketch_link
+    same_instance = (link[:, None] == item.photo_index[None, :]) & (link[:, None] >= 0)
     return Batch(sketches, photos, item.sketch_labels.to(device), item.photo_labels.to(device),
                  same_instance.to(device))
 

@@ -203,6 +203,9 @@ def style_shift(embeddings: Embeddings, photo_emb: np.ndarray, photos: pd.DataFr
                                    photos["category"].to_numpy(str), q_inst if fg else None, g_inst if fg else None,
                                    request=request_for(["all"], has_instances=fg), ties=params.ties)
         summary = result.summary(["all"])
+        if fg:  # the same fine-grained gallery as the in-style numbers: paired photos only
+            labels = sketches["category"].to_numpy(str), photos["category"].to_numpy(str)
+            fine_grained_on_paired_photos(sketch_emb, photo_emb, labels, q_inst, g_inst, params, summary)
         row: dict[str, float] = {"n_queries": int(len(sketches))}
         for name, key in STYLE_KEYS.items():
             if key in summary:

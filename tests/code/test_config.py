@@ -246,7 +246,7 @@ def test_published_configs_are_valid_sections_of_the_methods() -> None:
     assert zse.config.loss_weights == {"triplet": 2.0, "relation": 4.0, "instance": 0.0}
     assert (zse_train.lr, zse_train.weight_decay, zse_train.lr_final_factor) == (1e-5, 1e-2, 1.0)
     dsn, dsn_train = method_settings(params, "dsn")
-    assert dsn.config.backbone == "timm:legacy_seresnet50" and dsn.config.embedding_dim == 64
+    assert dsn.config.backbone == "timm:legacy_seresnet50" and dsn.config.embedding_dim == 512
     assert dsn.config.loss_weights == {"classification": 1.0, "knowledge": 1.0, "contrastive": 0.1, "memory": 1.0,
                                        "instance": 0.0}
     assert (dsn.config.memory_size, dsn.config.contrastive_views, dsn.config.memory_gradient) == (10, 2, True)

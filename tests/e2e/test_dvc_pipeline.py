@@ -59,7 +59,7 @@ def test_repro_runs_every_stage_of_every_model(project: Path) -> None:
     assert (project / "artifacts/checkpoints/dsn/model.safetensors").is_file()
     for name in metrics:
         config = json.loads((project / f"artifacts/checkpoints/{name}/config.json").read_text())
-        assert config["schema_version"] == 1 and config["method"] == name
+        assert config["schema_version"] == 2 and config["method"] == name
         assert (project / f"artifacts/embeddings/openmoji_zs/{name}/vectors.npy").is_file()
     assert metrics["baseline_hog"]["zero_shot"]["n_classes"] == 17
     shown = run_command(["dvc", "metrics", "show", "--json"], project).stdout

@@ -110,9 +110,11 @@ def test_registry_and_model_folder_errors(tmp_path: Path) -> None:
     folder = save_baseline(tmp_path / "hog", "baseline_hog", params_section("baseline_hog", image_size=48),
                            create_model("baseline_hog", params_section("baseline_hog", image_size=48)))
     config = (folder / "config.json").read_text()
-    (folder / "config.json").write_text(config.replace('"schema_version": 1', '"schema_version": 7'))
-    with pytest.raises(CheckpointError, match="schema version 7 is not supported.*\\[1\\]"):
+    (folder / "config.json").write_text(config.replace('"schema_version": 2', '"schema_version": 7'))
+    with pytest.raises(CheckpointError, match="schema version 7 is not supported.*\\[1, 2\\]"):
         load_model(folder)
+    (folder / "config.json").write_text(config.replace('"schema_version": 2', '"schema_version": 1'))
+    assert load_model(folder).name == "hog"  # a v1 baseline folder is a v2 one (named by its folder)
     (folder / "config.json").write_text(config.replace('"baseline_hog"', '"baseline_sift"'))
     with pytest.raises(CheckpointError, match="unknown baseline 'baseline_sift'; supported"):
         load_model(folder)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_model, load_network, read_config, save_method
+from models.checkpoint import CheckpointError, load_model, load_network, read_config, save_method
 from models.data import PairSampler, TrainSplit, augment, contrastive_view, decode_all
 from models.dsn import DSN, DSNConfig, dsn_losses
 from models.engine import RuntimeConfig, TrainConfig, build_net, train
@@ -186,6 +186,19 @@ def test_category_pairs_draw_any_photo_of_the_category_unlinked_ones_included(da
     assert 0.3 < sum(shares) / len(shares) < 0.8
 
 
+def test_a_sketch_paired_with_another_photo_keeps_its_own_photo_as_the_instance_positive() -> None:
+    from models.data import StepBatch
+    from models.engine import _to_batch
+
+    images = torch.zeros(3, 3, 8, 8, dtype=torch.uint8)
+    labels = torch.zeros(3, dtype=torch.long)
+    # sketch 0 (drawn from photo 7) got photo 5 of its category; sketch 1 is paired with photo 7; sketch 2 has no link
+    item = StepBatch(0, images, images, labels, labels, photo_index=torch.tensor([5, 7, 9]),
+                     linked=torch.tensor([False, False, False]), sketch_link=torch.tensor([7, 4, -1]))
+    batch = _to_batch(item, METHOD, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert batch.same_instance.tolist() == [[False, True, False], [False, False, False], [False, False, False]]
+
+
 def test_category_runs_sampler_covers_every_sketch_in_same_category_runs(data: TrainSplit) -> None:
     sampler = PairSampler(data, batch_size=8, seed=0, per_category=4)
     for epoch in (0, 1):
@@ -313,8 +326,15 @@ def test_save_load_round_trip_gives_identical_embeddings(data: TrainSplit, image
     save_method(tmp_path / "ckpt", METHOD, net, facts)
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
     config = read_config(tmp_path / "ckpt")
-    assert config["schema_version"] == 1 and config["method"] == "dsn" and config["data_fingerprint"] == data.fingerprint
+    assert config["schema_version"] == 2 and config["method"] == "dsn" and config["data_fingerprint"] == data.fingerprint
     assert config["preprocess"]["sketch"]["image_size"] == 32 and config["num_classes"] == 6
+    written = (tmp_path / "ckpt" / "config.json").read_text()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(written.replace('"schema_version": 2', '"schema_version": 1'))
+    with pytest.raises(CheckpointError, match=r"schema 1, written before the methods followed their papers.*"
+                                              r"dvc repro train@dsn"):
+        read_config(old)  # a method folder of the old format: refused, saying what to do
     from PIL import Image
 
     pictures = [Image.open(path) for path in data.sketch_paths[:4]]  # the files `images` were decoded from
@@ -409,6 +429,16 @@ def test_modality_conditioned_se_starts_as_the_pretrained_se_and_then_tells_doma
             conditioned(images)
     with pytest.raises(ValueError, match="no squeeze-and-excitation"):
         condition_on_modality(timm.create_model("resnet18", pretrained=False))
+    on_meta = conditioned.to("meta")  # another device than the tag's (a GPU in use): the tag follows the images
+    tag.set(torch.zeros(2))
+    assert on_meta(torch.empty(2, 3, 32, 32, device="meta")).device.type == "meta"
+
+
+def test_dsn_with_modality_conditioning_builds_with_a_flattened_map() -> None:
+    net = _method(backbone="timm:legacy_seresnet18", pretrained=None, feature_level=None, pool="flatten",
+                  modality_conditioning=True).build(3).eval()
+    with torch.no_grad():
+        assert net.embed(torch.rand(2, 3, 32, 32), "photo").shape == (2, 32)
 
 
 def test_dsn_with_modality_conditioning_trains_and_embeds_each_domain(data: TrainSplit, images) -> None:
