@@ -22,7 +22,7 @@ COLUMNS = ("mAP@all", "P@100", "FG Acc@1", "generalised mAP@all", "Twemoji mAP",
 CHANGES = {
     "dsn": "SAKE knowledge preservation added (teacher: the pretrained EfficientNet-Lite0 with its ImageNet "
            "classifier); the contrastive term over two SimCLR-style views of every image (three backbone passes "
-           "per pair: 11 epochs instead of 19, and training still takes about 1.7× as long); the memory bank keeps backbone features of "
+           "per pair: 11 epochs instead of 19, and training takes about 1.8× as long: the training column); the memory bank keeps backbone features of "
            "the sketches nearest the batch's photo mean and pulls photos by 1 − cosine (was: the last sketch "
            "embeddings, cross-entropy over prototypes); a linear classifier (was: cosine with a temperature).",
     "zse": "The paper's relation network (2×2-reduced tokens, the whole cosine map into an MLP, sigmoid) and "

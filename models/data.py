@@ -291,8 +291,8 @@ _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.2
 
 
 def _grey(images: torch.Tensor) -> torch.Tensor:
-    """ITU-R 601 luma, (N, 1, H, W)."""
-    return (images * torch.tensor([0.299, 0.587, 0.114], device=images.device)[None, :, None, None]).sum(1, True)
+    """ITU-R 601 luma (YIQ's Y), (N, 1, H, W)."""
+    return (images * _RGB_TO_YIQ[0].to(images.device)[None, :, None, None]).sum(1, True)
 
 
 def _hue_rotation(shift: torch.Tensor) -> torch.Tensor:

@@ -266,13 +266,10 @@ class ZSENet(nn.Module):
         """Anchor-to-anchor cosines (B, As, Ap); a zero vector's cosines are 0 (the release maps NaN to 0)."""
         return F.normalize(sketch, dim=-1) @ F.normalize(photo, dim=-1).transpose(1, 2)
 
-    def forward(self, sketches: torch.Tensor, photos: torch.Tensor, negative_sketch: torch.Tensor | None = None,
-                negative_photo: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, sketches: torch.Tensor, photos: torch.Tensor, negative_sketch: torch.Tensor,
+                negative_photo: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training pass over B (sketch, photo) pairs and B negative pairs (``quadruplets``): the retrieval
         embeddings, the cross-attended [cls] of anchor, positive and negative, and the 2B relation scores."""
-        if negative_sketch is None or negative_photo is None:
-            order = torch.arange(len(sketches), device=sketches.device)
-            negative_sketch, negative_photo = order, order.roll(-1)
         sketch_tokens, photo_tokens = self.encode_tokens(sketches, "sketch"), self.encode_tokens(photos, "photo")
         relation = self.relate(torch.cat([sketch_tokens, sketch_tokens[negative_sketch]]),
                                torch.cat([photo_tokens, photo_tokens[negative_photo]]))
