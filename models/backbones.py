@@ -11,7 +11,10 @@ says how to provide the weights.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,17 +43,20 @@ class Backbone:
     pretrained: str | None
 
 
-def _is_local(pretrained: str | None) -> bool:
+def is_local_weights(pretrained: str | None) -> bool:
     return bool(pretrained) and (Path(str(pretrained)).suffix in {".safetensors", ".pt", ".pth", ".bin"}
                                  or Path(str(pretrained)).exists())
 
 
 def _offline_help(spec: str, pretrained: str, error: Exception) -> BackboneError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "")
+    why = ("HF_HUB_OFFLINE=1 asks for no downloads (the project's default outside `zssbir reproduce`; set "
+           "HF_HUB_OFFLINE=0 on a machine with network access)" if offline.lower() in {"1", "true", "yes", "on"}
+           else "the download failed (no network access?)")
     return BackboneError(
-        f"cannot load pretrained weights '{pretrained}' for '{spec}': {type(error).__name__}: {error}. "
-        "This machine is offline (HF_HUB_OFFLINE=1). Download the weights where there is network access "
-        "(e.g. with timm or open_clip there), copy the file here, and pass its local path as `pretrained`, "
-        "or use pretrained: null to start from random weights.")
+        f"cannot load pretrained weights '{pretrained}' for '{spec}': {type(error).__name__}: {str(error)[:300]}. "
+        f"{why}. Or download the weights where there is network access (with timm or open_clip there), copy the "
+        "file here and pass its local path as `pretrained`, or use pretrained: null to start from random weights.")
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -118,7 +124,7 @@ def _timm_backbone(name: str, pretrained: str | None, image_size: int, **kwargs)
     import timm
 
     package = str(pretrained)[len(PACKAGE_PREFIX):] if str(pretrained).startswith(PACKAGE_PREFIX) else None
-    local = _is_local(pretrained) and package is None
+    local = is_local_weights(pretrained) and package is None
     tag = None if local or package or pretrained in (None, "", False) else pretrained
     model_name = name if tag in (None, True, "true", "True") else f"{name}.{tag}" if "." not in name else name
     try:
@@ -129,10 +135,17 @@ def _timm_backbone(name: str, pretrained: str | None, image_size: int, **kwargs)
         raise _offline_help(f"timm:{name}", str(pretrained), error) from error
     if local or package:
         state = package_state_dict(package, name) if package else load_state_dict_file(pretrained)
-        missing, unexpected = module.load_state_dict(state, strict=False)
+        expected = module.state_dict()
+        wrong = [f"{key} {tuple(tensor.shape)} (expected {tuple(expected[key].shape)})" for key, tensor in
+                 state.items() if key in expected and tuple(tensor.shape) != tuple(expected[key].shape)]
+        if wrong:
+            raise BackboneError(f"{pretrained}: does not fit timm:{name}; other shapes: {wrong[:3]}"
+                                f"{' ...' if len(wrong) > 3 else ''}")
+        missing, _ = module.load_state_dict(state, strict=False)
         significant = [k for k in missing if not k.startswith(("fc.", "head.", "classifier."))]
         if significant:
-            raise BackboneError(f"{pretrained}: does not fit timm:{name}; missing {significant[:5]}...")
+            raise BackboneError(f"{pretrained}: does not fit timm:{name}; missing {significant[:5]}"
+                                f"{' ...' if len(significant) > 5 else ''}")
     config = module.pretrained_cfg or {}
     if kwargs.get("features_only"):
         module = _LastFeatureMap(_drop_blocks_after_last_output(module))
@@ -173,16 +186,86 @@ def _output_dim(module: nn.Module, image_size: int) -> int:
     return width
 
 
+def _sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: str, size: int, modified_ns: int) -> str:  # size and time: a rewritten file is hashed again
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.cache
+def known_weight_files() -> dict[str, tuple[str, str, bool]]:
+    """SHA-256 → (architecture, tag, QuickGELU) of the weight files open_clip's tags download by checksum:
+    OpenAI's (the hash is a folder of the URL) and the mlfoundations releases (the end of the file name)."""
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained
+
+    known = {}
+    for name, tag in list_pretrained():
+        config = get_pretrained_cfg(name, tag)
+        url = config.get("url") or ""
+        digest = url.split("/")[-2] if "openaipublic" in url else \
+            Path(url).stem.split("-")[-1] if "mlfoundations" in url else ""
+        if len(digest) >= 8 and not name.endswith("-quickgelu"):
+            known[digest] = (name, tag, bool(config.get("quick_gelu")))
+    return known
+
+
+def _recognised(path: Path) -> tuple[str, str, bool] | None:
+    digest = _sha256(path)
+    return next((entry for prefix, entry in known_weight_files().items() if digest.startswith(prefix)), None)
+
+
+def uses_quick_gelu(name: str, pretrained: str | None, stated: bool | None = None) -> bool:
+    """The activation ``open_clip:<name>`` must be built with for ``pretrained``: what the user states
+    (``stated``, or a ``-quickgelu`` name), else what the tag was trained with, else what a local file is
+    recognised as by its checksum. A local file that none of these settle is an error, never a guess: OpenAI's
+    weights in a GELU tower load without complaint and retrieve worse."""
+    if stated is not None:
+        return stated
+    if name.endswith("-quickgelu"):
+        return True
+    if not pretrained:
+        return False
+    if not is_local_weights(pretrained):
+        from open_clip.pretrained import get_pretrained_cfg
+
+        return bool(get_pretrained_cfg(name, pretrained).get("quick_gelu"))
+    path = Path(pretrained)
+    if not path.is_file():
+        raise BackboneError(f"{path}: weights file not found ")
+    recognised = _recognised(path)
+    if recognised is None:
+        raise BackboneError(
+            f"{path}: the activation these weights were trained with is unknown (not a file open_clip knows by "
+            f"checksum, and 'open_clip:{name}' does not say). OpenAI's weights need QuickGELU: name the "
+            f"architecture open_clip:{name}-quickgelu; weights trained with GELU (e.g. LAION's): set "
+            "quick_gelu: false (clip_prompt.model)")
+    architecture, tag, quick = recognised
+    if architecture != name:
+        raise BackboneError(f"{path}: these are the '{tag}' weights of open_clip:{architecture}, "
+                            f"not of open_clip:{name}")
+    return quick
+
+
 def _open_clip_backbone(name: str, pretrained: str | None, image_size: int, **kwargs) -> Backbone:
     import open_clip
 
+    if open_clip.get_model_config(name) is None:
+        raise BackboneError(f"open_clip has no architecture '{name}'; e.g. ViT-B-32, ViT-B-32-quickgelu")
+    quick_gelu = uses_quick_gelu(name, pretrained)
     try:
-        model = open_clip.create_model(name, pretrained=pretrained or None, **kwargs)
-    except RuntimeError as error:
-        if "Unknown model" in str(error) or "not found" in str(error).lower() and not pretrained:
-            raise BackboneError(f"open_clip has no architecture '{name}' ({error})") from error
-        raise _offline_help(f"open_clip:{name}", str(pretrained), error) from error
-    except Exception as error:  # noqa: BLE001
+        model = open_clip.create_model(name, pretrained=pretrained or None, force_quick_gelu=quick_gelu, **kwargs)
+    except Exception as error:  # noqa: BLE001 - hub/network and state-dict failures come in many types
+        if is_local_weights(pretrained):
+            raise BackboneError(f"{pretrained}: does not fit open_clip:{name}: {type(error).__name__}: "
+                                f"{str(error)[:600]}") from error
         raise _offline_help(f"open_clip:{name}", str(pretrained), error) from error
     visual = model.visual
     size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size

@@ -52,6 +52,7 @@ class ClipPromptConfig:
 
     clip: str  # pretrain_clip (the pipeline's CLIP for train.dataset), a CLIP folder, or open_clip:<architecture>
     pretrained: str | None  # open_clip only: a tag (openai, laion2b_s34b_b79k...) or a local weights file
+    quick_gelu: bool | None  # open_clip only; null: from the tag, a -quickgelu name, or a local file's checksum
     architecture: dict[str, Any] | None  # resolved from the CLIP when training starts; kept for rebuilding
     prompts: PositiveInt  # learnable tokens per layer and domain
     deep: bool  # a fresh set of prompts at every layer (VPT-deep); false: at the first layer only
@@ -196,7 +197,8 @@ class ClipPrompt(Method):
 
     def architecture(self) -> dict[str, Any]:
         """The CLIP's architecture: as resolved in the config, else read from the CLIP (no weights loaded)."""
-        return self.config.architecture or architecture_of(self.config.clip, self.config.pretrained)
+        return self.config.architecture or architecture_of(self.config.clip, self.config.pretrained,
+                                                           self.config.quick_gelu)
 
     def build(self, num_classes: int, load_pretrained: bool = True) -> PromptedClip:
         if not load_pretrained:  # a checkpoint's weights (frozen tower and text buffer included) replace these
@@ -204,7 +206,7 @@ class ClipPrompt(Method):
         if self.categories is None or len(self.categories) != num_classes:
             raise ValueError(f"{self.name} needs the names of the {num_classes} seen categories before build "
                              "(Method.use_categories; the engine passes them)")
-        model, architecture, tokenizer = load_clip(self.config.clip, self.config.pretrained)
+        model, architecture, tokenizer = load_clip(self.config.clip, self.config.pretrained, self.config.quick_gelu)
         if self.config.architecture is not None and self.config.architecture != architecture:
             raise BackboneError(f"{self.config.clip}: its architecture differs from clip_prompt.model.architecture; "
                                 "leave that key out (it is filled from the CLIP)")

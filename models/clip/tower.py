@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones import OPENAI_MEAN, OPENAI_STD, BackboneError, _offline_help, create_backbone
+from models.backbones import (OPENAI_MEAN, OPENAI_STD, BackboneError, _offline_help, create_backbone, is_local_weights,
+                              uses_quick_gelu)
 from sbir.io import atomic_write_bytes, atomic_write_json
 
 CLIP_SCHEMA = 1
@@ -182,46 +183,51 @@ def load_clip_folder(folder: str | Path) -> tuple[nn.Module, dict[str, Any], Any
     return model.eval(), document["architecture"], tokenizer_for(int(document["context_length"]))
 
 
-def named_architecture(name: str, pretrained: str | None) -> dict[str, Any]:
-    """open_clip's config for a model name, with the activation its pretrained tag was trained with."""
+def named_architecture(name: str, pretrained: str | None, quick_gelu: bool | None = None) -> dict[str, Any]:
+    """open_clip's config for a model name, with the activation its weights were trained with."""
     import open_clip
-    from open_clip.pretrained import get_pretrained_cfg
 
     config = open_clip.get_model_config(name)
     if config is None:
         raise BackboneError(f"open_clip has no architecture '{name}'; e.g. ViT-B-32, ViT-B-16, ViT-B-32-quickgelu")
-    if pretrained and get_pretrained_cfg(name, pretrained).get("quick_gelu"):
-        config["quick_gelu"] = True  # OpenAI's weights were trained with QuickGELU
+    config["quick_gelu"] = uses_quick_gelu(name, pretrained, quick_gelu)
     return {**config, "patch_tokens": None}
 
 
-def load_named_clip(name: str, pretrained: str | None) -> tuple[nn.Module, dict[str, Any], Any]:
+def load_named_clip(name: str, pretrained: str | None,
+                    quick_gelu: bool | None = None) -> tuple[nn.Module, dict[str, Any], Any]:
     """(CLIP, architecture, tokenizer) of ``open_clip:<name>`` with a tag or a local weights file; offline, a
-    tag that needs a download fails with the message of ``models.backbones``."""
+    tag that needs a download fails with the message of ``models.backbones``; a local file that does not fit
+    (missing keys, other shapes) fails naming it."""
     import open_clip
 
-    architecture = named_architecture(name, pretrained)
+    architecture = named_architecture(name, pretrained, quick_gelu)
     try:
         model = open_clip.create_model(name, pretrained=pretrained or None,
-                                       force_quick_gelu=bool(architecture.get("quick_gelu")))
-    except Exception as error:  # noqa: BLE001 - hub/network failures come in many types
+                                       force_quick_gelu=bool(architecture["quick_gelu"]))
+    except Exception as error:  # noqa: BLE001 - hub/network and state-dict failures come in many types
+        if is_local_weights(pretrained):
+            raise BackboneError(f"{pretrained}: does not fit open_clip:{name}: {type(error).__name__}: "
+                                f"{str(error)[:600]}") from error
         raise _offline_help(f"{OPEN_CLIP_PREFIX}{name}", str(pretrained), error) from error
     return model.eval(), architecture, open_clip.get_tokenizer(name)
 
 
-def load_clip(spec: str, pretrained: str | None) -> tuple[nn.Module, dict[str, Any], Any]:
+def load_clip(spec: str, pretrained: str | None,
+              quick_gelu: bool | None = None) -> tuple[nn.Module, dict[str, Any], Any]:
     """A CLIP folder (the pipeline's own) or ``open_clip:<name>``: (model, architecture, tokenizer)."""
     if spec.startswith(OPEN_CLIP_PREFIX):
-        return load_named_clip(spec[len(OPEN_CLIP_PREFIX):], pretrained)
-    if pretrained:
-        raise BackboneError(f"'{spec}' is a CLIP folder: it holds its weights, so pretrained must be null")
+        return load_named_clip(spec[len(OPEN_CLIP_PREFIX):], pretrained, quick_gelu)
+    if pretrained or quick_gelu is not None:
+        raise BackboneError(f"'{spec}' is a CLIP folder: it holds its weights and architecture, so pretrained "
+                            "and quick_gelu must be null")
     return load_clip_folder(spec)
 
 
-def architecture_of(spec: str, pretrained: str | None) -> dict[str, Any]:
+def architecture_of(spec: str, pretrained: str | None, quick_gelu: bool | None = None) -> dict[str, Any]:
     """The architecture of a CLIP spec without loading weights."""
     if spec.startswith(OPEN_CLIP_PREFIX):
-        return named_architecture(spec[len(OPEN_CLIP_PREFIX):], pretrained)
+        return named_architecture(spec[len(OPEN_CLIP_PREFIX):], pretrained, quick_gelu)
     return read_clip_config(spec)["architecture"]
 
 

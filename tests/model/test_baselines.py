@@ -87,7 +87,7 @@ def test_backbone_factory_local_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def test_backbone_errors_say_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(BackboneError, match="offline.*local path"):
+    with pytest.raises(BackboneError, match="asks for no downloads.*local path"):
         create_backbone("timm:resnet18", pretrained="a1_in1k")
     with pytest.raises(BackboneError, match="no architecture"):
         create_backbone("timm:not_a_net")
@@ -95,7 +95,7 @@ def test_backbone_errors_say_what_to_do(tmp_path: Path) -> None:
         create_backbone("timm:resnet18", pretrained=str(tmp_path / "absent.safetensors"))
     with pytest.raises(BackboneError, match="unknown backbone library"):
         create_backbone("keras:resnet")
-    with pytest.raises(BackboneError, match="offline.*local path"):
+    with pytest.raises(BackboneError, match="asks for no downloads.*local path"):
         create_backbone("open_clip:ViT-B-32", pretrained="openai")
 
 
