@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sbir.env import apply_offline_defaults, apply_project_defaults
+from sbir.env import allow_hub_downloads, apply_offline_defaults, apply_project_defaults
 from sbir.processes import replace_with, run_child
 
 
@@ -78,6 +80,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stages.report import main as report
 
     return report(["--markdown", str(args.table)] if args.table else [])
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """A paper profile through the pipeline: one ``dvc exp run`` of ``evaluate@<model>`` (DVC runs prepare,
+    validate, train and embed first) with the profile's params, then the summary table of its benchmark.
+    params.yaml is restored afterwards unless ``--keep-params``: the experiment keeps them (``dvc exp show``)."""
+    from flows import profiles
+    from sbir.io import atomic_write_bytes
+
+    if args.list or not args.profile:
+        print(profiles.describe())
+        return 0 if args.list else 2
+    run = profiles.paper_run(args.profile, args.profile_file)
+    profiles.check(run)
+    name = f"{run.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    call = ["exp", "run", "--name", name, *[arg for change in run.overrides for arg in ("-S", change)], run.target]
+    if args.dry_run:
+        print(shlex.join(["dvc", *call]))
+        return 0
+    params_file = Path("params.yaml")
+    before = params_file.read_bytes()
+    try:
+        code = _dvc(*call)
+    finally:
+        if not args.keep_params:
+            atomic_write_bytes(params_file, before)
+    if code:
+        return code
+    from stages.report import main as report
+
+    print(f"experiment {name}: `dvc exp show` compares it; `dvc exp apply {name}` brings its params back")
+    return report(["--dataset", run.dataset])
 
 
 def cmd_flow(args: argparse.Namespace) -> int:
@@ -262,6 +296,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--table", type=Path, default=None, help="also write the summary table as Markdown here")
     run.set_defaults(handler=cmd_run)
 
+    reproduce = commands.add_parser("reproduce", help="a paper profile (e.g. zse-sketchy25) through the pipeline: "
+                                                      "one dvc exp run, then the summary table")
+    reproduce.add_argument("profile", nargs="?", help="<setup>-<benchmark> (--list shows them)")
+    reproduce.add_argument("--profile", dest="profile_file", action="append", default=[], type=Path,
+                           metavar="FILE", help="one more YAML file laid over the paper profile (repeatable)")
+    reproduce.add_argument("--list", action="store_true", help="the setups, benchmarks and profiles")
+    reproduce.add_argument("--dry-run", action="store_true", help="print the dvc exp run command, run nothing")
+    reproduce.add_argument("--keep-params", action="store_true",
+                           help="leave the profile's values in params.yaml (default: restore the file)")
+    reproduce.set_defaults(handler=cmd_reproduce)
+
     flow = commands.add_parser("flow", help="run the training flow once (validate → … → register, with a report)")
     flow.add_argument("--dataset")
     flow.add_argument("--models", nargs="+", help="models of dvc.yaml to run (default: all)")
@@ -332,15 +377,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "reproduce":
+        allow_hub_downloads()  # paper profiles name hub weights (timm/open_clip tags)
     apply_offline_defaults()
     apply_project_defaults()
     from sbir.logs import setup_logging
+    from sbir.errors import SbirError
     from stages.model_store import RegistryError
 
     setup_logging()
     try:
         return args.handler(args)
-    except (RegistryError, ValueError, OSError) as error:
+    except (RegistryError, ValueError, OSError, SbirError) as error:
         print(f"zssbir {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -45,7 +45,14 @@ class CheckpointError(ModelError):
 def _write_weights(state: dict[str, torch.Tensor], folder: Path) -> None:
     from safetensors.torch import save
 
-    tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
+    tensors, seen = {}, set()
+    for key, value in state.items():
+        tensor = value.detach().contiguous().cpu()
+        # safetensors refuses tensors that share memory (tied weights, e.g. DSN's one head for both domains):
+        # each name gets its own copy, and loading ties them again (both names load into the same parameter)
+        shared = tensor.numel() and tensor.untyped_storage().data_ptr() in seen
+        seen.add(tensor.untyped_storage().data_ptr())
+        tensors[key] = tensor.clone() if shared else tensor
     atomic_write_bytes(folder / WEIGHTS_FILE, save(tensors))
 
 

@@ -33,6 +33,12 @@ def apply_offline_defaults() -> dict[str, str]:
     return {key: os.environ[key] for key in OFFLINE_DEFAULTS}
 
 
+def allow_hub_downloads() -> str:
+    """Let timm/open_clip tags download (``HF_HUB_OFFLINE=0``) unless the caller's environment says otherwise:
+    for commands whose settings name hub weights (``zssbir reproduce``), which the embedded default never does."""
+    return os.environ.setdefault("HF_HUB_OFFLINE", "0")
+
+
 def project_homes(root: str | Path = ".") -> dict[str, str]:
     """Project-local homes of the BentoML model store and the Prefect database for the project at ``root``."""
     from sbir import paths

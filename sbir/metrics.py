@@ -73,6 +73,15 @@ PROTOCOLS: dict[str, dict[str, str]] = {
     "sem_pcyc_200": {"map_200": "map_200/sem_pcyc/query", "p_200": "p_200/k/query"},
     "fine_grained": {f"acc@{k}/{g}": f"fg/acc@{k}/{g}" for g in ("gallery", "category") for k in (1, 5, 10)},
 }
+#: The columns the papers print for each published benchmark, and the preset each method's paper computes them
+#: with (its authors' code; docs/protocols.md has the sources): dataset -> (columns of a preset, method -> preset,
+#: the preset of any other model). The report shows them as ``preset/<preset>/<column>`` of metrics.json.
+PAPER_COLUMNS: dict[str, tuple[tuple[str, ...], dict[str, str], str]] = {
+    "sketchy21": (("map_200", "p_200"), {"zse": "zse_200", "clip_prompt": "sem_pcyc_200"}, "zse_200"),
+    "sketchy25": (("map_all", "p_100"), {"dsn": "sake", "zse": "zse"}, "zse"),
+    "tuberlin30": (("map_all", "p_100"), {"dsn": "sake", "zse": "zse", "clip_prompt": "sake"}, "zse"),
+    "quickdraw30": (("map_all", "p_200"), {"zse": "zse", "clip_prompt": "zse"}, "zse"),
+}
 #: The headline numbers of an evaluation, name -> summary key: the closing table's columns (``stages/report.py``)
 #: and the evaluate stage's one line say the same numbers under the same names.
 HEADLINE: dict[str, str] = {"mAP@all": "map_all/sklearn/query", "mAP@all VOC/class": "map_all/voc/class",

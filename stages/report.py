@@ -18,11 +18,12 @@ from rich.table import Table
 from sbir import paths
 from sbir.config import Params
 from sbir.io import atomic_write_text
-from sbir.metrics import HEADLINE
+from sbir.metrics import HEADLINE, PAPER_COLUMNS
 from sbir.errors import DataError
 from sbir.stage import run_stage, stage_parser
 
 COLUMNS = HEADLINE
+COLUMN_NAMES = {"map_all": "mAP@all", "map_200": "mAP@200", "p_100": "P@100", "p_200": "P@200"}
 # per photo-only gallery of the cross-dataset check (``cross_gallery`` in metrics.json), e.g. "Twemoji mAP"
 GALLERY_COLUMNS = {"mAP": "map_all/sklearn/query", "Acc@1": "fg/acc@1/gallery"}
 
@@ -56,6 +57,7 @@ def summary_rows(dataset: str, root: Path = Path(".")) -> list[dict[str, str]]:
         row["RN mAP@all / FG Acc@1"] = " / ".join(
             f"{value:.3f}" if isinstance(value, float) else "–"
             for value in (every_pair.get("map_all/sklearn/query"), every_pair.get("fg/acc@1/gallery")))
+        row.update(paper_columns(dataset, model, document))
         trained = root / paths.train_log_dir(model) / "summary.json"
         seconds = json.loads(trained.read_text()).get("train_seconds") if trained.is_file() else None
         row["training"] = f"{seconds:.0f} s" if seconds is not None else "–"
@@ -64,6 +66,25 @@ def summary_rows(dataset: str, root: Path = Path(".")) -> list[dict[str, str]]:
             row["training"] = f"{seconds + pretraining:.0f} s ({pretraining:.0f} s pretraining)"
         rows.append(row)
     return rows
+
+
+def paper_columns(dataset: str, model: str, document: dict) -> dict[str, str]:
+    """The columns the papers print for a published benchmark (``PAPER_COLUMNS``), with the preset that
+    computes them for this model; Ret (the embeddings) and, where the model has it, RN (every pair)."""
+    if dataset not in PAPER_COLUMNS:
+        return {}
+    columns, presets, default = PAPER_COLUMNS[dataset]
+    preset = presets.get(model, default)
+    label = "paper " + " / ".join(COLUMN_NAMES.get(c, c) for c in columns) + " [preset]"
+
+    def numbers(section: dict) -> str:
+        values = [section.get(f"preset/{preset}/{column}") for column in columns]
+        return " / ".join(f"{v:.3f}" if isinstance(v, float) else "–" for v in values)
+
+    text = numbers(document.get("zero_shot", {}))
+    if "relation_all" in document:
+        text = f"Ret {text}, RN {numbers(document['relation_all'])}"
+    return {label: f"{text} [{preset}]"}
 
 
 def pretraining_seconds(root: Path, model: str) -> float | None:

@@ -193,7 +193,7 @@ def make_pipeline_project(root: Path) -> Path:
                  "package.json", "package-lock.json"):
         shutil.copy(REPO_ROOT / name, root / name)
     (root / "node_modules").symlink_to(REPO_ROOT / "node_modules")  # installed by `make setup` (git-ignored)
-    for package in ("sbir", "models", "stages", "flows", "serving"):
+    for package in ("sbir", "models", "stages", "flows", "serving", "configs"):
         shutil.copytree(REPO_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["prepare"]["openmoji_zs"].update(max_items_per_category=2, sketches_per_item=2, image_size=64)

@@ -23,7 +23,7 @@ from torch import nn
 from models.backbones import OPENAI_MEAN, OPENAI_STD
 from models.clip.tower import BackbonePatchTokens, contrastive_loss
 from models.data import augment
-from sbir.config import Count, NonNegativeFloat, PositiveFloat, PositiveInt
+from sbir.config import ConfigError, Count, NonNegativeFloat, PositiveFloat, PositiveInt
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ def pretrain(model: nn.Module, data: CaptionedImages, config: PretrainConfig, *,
     """Train ``model`` in place; returns the per-epoch mean losses and the wall time."""
     steps_per_epoch = len(data.photos) // config.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(data.photos)} training photos is fewer than one batch of {config.batch_size}")
+        raise ConfigError(f"pretrain_clip.train.batch_size: {config.batch_size} is more than the "
+                          f"{len(data.photos)} training photos")
     total = config.epochs * steps_per_epoch
     optimiser = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(config, total))

@@ -20,7 +20,7 @@ PROTOCOL = "zero_shot/map_all/sklearn/query"
 def test_every_command_has_help() -> None:
     commands = _parser()._subparsers._group_actions[0].choices
     assert set(commands) == {"run", "flow", "train", "evaluate", "register", "champion", "rollback", "promote",
-                             "scheduler", "serve", "push-champion", "pull-champion"}
+                             "scheduler", "serve", "push-champion", "pull-champion", "reproduce"}
     script = Path(sys.executable).with_name("zssbir")
     for name in [None, *commands]:
         result = subprocess.run([str(script), *([name] if name else []), "--help"], capture_output=True, text=True,

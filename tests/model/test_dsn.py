@@ -457,3 +457,16 @@ def test_dsn_with_modality_conditioning_trains_and_embeds_each_domain(data: Trai
             module.fc2.weight[:, -1] = 1.0
         same = batch.photos[:2]
         assert not torch.allclose(net.embed(same, "sketch"), net.embed(same, "photo"), atol=1e-4)
+
+
+def test_one_head_for_both_domains_saves_and_loads_tied(data: TrainSplit, tmp_path: Path) -> None:
+    """The paper profile's single embedding head (``shared_heads``): safetensors refuses tied tensors, so each
+    name is written as its own copy; loading ties them again (both names fill the one parameter)."""
+    method = _method(shared_heads=True)
+    net = build_net(method, TINY, len(data.categories), data.categories)
+    assert net.heads["photo"].weight is net.heads["sketch"].weight
+    facts = {"dataset": "six", "train_categories": data.categories, "data_fingerprint": data.fingerprint, "train": {}}
+    save_method(tmp_path / "ckpt", method, net, facts)
+    _, loaded, _ = load_network(tmp_path / "ckpt")
+    assert loaded.heads["photo"].weight is loaded.heads["sketch"].weight
+    assert torch.equal(loaded.heads["photo"].weight, net.heads["sketch"].weight)
