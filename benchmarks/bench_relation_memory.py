@@ -67,7 +67,7 @@ def child(folder: Path, sketches: int, photos: int, cache_mb: int, block: int) -
     sketch_rows = frame[frame["domain"] == "sketch"].head(sketches).reset_index(drop=True)
     photo_rows = frame[frame["domain"] == "photo"].head(photos).reset_index(drop=True)
     started = time.perf_counter()
-    scores = score_every_pair(model, manifest, sketch_rows, photo_rows, block=block)
+    scores = score_every_pair(model, manifest, sketch_rows, photo_rows, block=block).rows(np.arange(len(sketch_rows)))
     seconds = time.perf_counter() - started
     net = model.net
     token_bytes = (1 + net.grid[0] * net.grid[1]) * net.width * 4

@@ -54,7 +54,7 @@ from typing import Literal
 
 import numpy as np
 
-from sbir.ranking import CurveSums, chunk_values, l2_normalize, rank_hits, similarity, target_ranks
+from sbir.ranking import CurveSums, LazyScores, chunk_values, l2_normalize, rank_hits, similarity, target_ranks
 
 Ties = Literal["stable", "group"]
 SummaryValue = float | int | str | None
@@ -289,16 +289,18 @@ def compute_retrieval(query_emb: np.ndarray, gallery_emb: np.ndarray | None, que
 
     Queries, sorted by category, are processed in chunks of <= ``chunk_size`` (working memory ~ 2 x chunk_size
     x n_gallery float32, independent of the number of queries). ``normalize=False`` ranks raw dot products.
-    ``gallery_emb=None``: ``query_emb`` already holds the (n, m) scores (e.g. re-scored by a pair scorer).
+    ``gallery_emb=None``: ``query_emb`` already holds the (n, m) scores, as an array or made chunk by chunk
+    (``LazyScores``: e.g. re-scored by a pair scorer).
     """
     req = request or MetricRequest()
     precomputed = gallery_emb is None
-    query = np.asarray(query_emb)  # a memmapped query array stays on disk
+    lazy = isinstance(query_emb, LazyScores)
+    query = query_emb if lazy else np.asarray(query_emb)  # a memmapped query array stays on disk
     # precomputed scores: an empty-width stand-in gallery carries the gallery size through the checks
     gallery = np.zeros((query.shape[-1], 0), np.float32) if precomputed else np.asarray(gallery_emb)
     q_labels, g_labels = np.asarray(query_labels).ravel(), np.asarray(gallery_labels).ravel()
-    _check_inputs(query[:, :0] if precomputed else query, gallery, q_labels, g_labels, query_instances,
-                  gallery_instances, ties, chunk_size)
+    _check_inputs(np.zeros((query.shape[0], 0), np.float32) if precomputed else query, gallery, q_labels, g_labels,
+                  query_instances, gallery_instances, ties, chunk_size)
     n, m = query.shape[0], gallery.shape[0]
     normalize = normalize and not precomputed
     gallery = l2_normalize(gallery) if normalize else np.ascontiguousarray(gallery, dtype=np.float32)
@@ -333,7 +335,7 @@ def compute_retrieval(query_emb: np.ndarray, gallery_emb: np.ndarray | None, que
     with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
         for start in range(0, q_order.size, chunk_size):
             rows = q_order[start:start + chunk_size]
-            q_chunk = np.asarray(query[rows], dtype=np.float32)
+            q_chunk = query.rows(rows) if lazy else np.asarray(query[rows], dtype=np.float32)
             if not np.isfinite(q_chunk).all():
                 raise ValueError("query embeddings contain NaN or infinity")
             # one GEMM per chunk whatever its categories: a GEMM of few rows is bound by reading the gallery

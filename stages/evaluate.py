@@ -40,6 +40,7 @@ from sbir.io import atomic_write, atomic_write_json
 from sbir.manifest import Manifest, ManifestError, read_manifest
 from sbir.metrics import HEADLINE, compute_retrieval, request_for
 from sbir.plots import pick_queries, retrieval_grid
+from sbir.ranking import LazyScores
 from sbir.stage import run_stage, stage_parser
 
 log = logging.getLogger("stages.evaluate")
@@ -92,17 +93,20 @@ def paired_photos(query_instances: np.ndarray, gallery_instances: np.ndarray) ->
     return keep
 
 
-def fine_grained_on_paired_photos(queries: np.ndarray, photo_emb: np.ndarray | None, labels: tuple[np.ndarray, ...],
-                                  q_inst: np.ndarray, g_inst: np.ndarray, params: EvaluateParams,
+def fine_grained_on_paired_photos(queries: np.ndarray | LazyScores, photo_emb: np.ndarray | None,
+                                  labels: tuple[np.ndarray, ...], q_inst: np.ndarray, g_inst: np.ndarray, params: EvaluateParams,
                                   summary: dict[str, Any]) -> None:
     """Replace ``summary``'s fine-grained numbers by those against the paired photos only, where the gallery
     holds others (unpaired or duplicate photos); ``fg/n_gallery`` says how many photos the FG gallery held.
-    ``queries``: the sketch embeddings, or (``photo_emb`` None) a (queries, gallery) score matrix."""
+    ``queries``: the sketch embeddings, or (``photo_emb`` None) (queries, gallery) scores, dense or lazy."""
     keep = paired_photos(q_inst, g_inst)
     summary["fg/n_gallery"] = int(keep.sum())
     if keep.all():
         return
-    query, gallery = (queries[:, keep], None) if photo_emb is None else (queries, photo_emb[keep])
+    if photo_emb is not None:
+        query, gallery = queries, photo_emb[keep]
+    else:
+        query, gallery = (queries.columns(keep) if isinstance(queries, LazyScores) else queries[:, keep]), None
     fine = compute_retrieval(query, gallery, labels[0], labels[1][keep], q_inst, g_inst[keep],
                              request=request_for(["fine_grained"], has_instances=True), ties=params.ties)
     summary.update({key: value for key, value in fine.summary(["fine_grained"]).items()

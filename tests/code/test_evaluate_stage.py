@@ -154,10 +154,16 @@ def test_a_grid_scorer_ranks_every_pair_in_bounded_blocks(manifest, tmp_path: Pa
     sketches = manifest.select(split="test_unseen", domain="sketch").reset_index(drop=True)
     photos = manifest.select(split="test_unseen", domain="photo").reset_index(drop=True)
     model.calls.clear()
-    blocks = score_every_pair(model, manifest, sketches, photos, block=3)
+    every = np.arange(len(sketches))
+    blocks = score_every_pair(model, manifest, sketches, photos, block=3).rows(every)
     assert max(max(call) for call in model.calls) <= 3 and sum(a * b for a, b in model.calls) == blocks.size
     whole = score_every_pair(model, manifest, sketches, photos, block=10_000)
-    assert np.array_equal(blocks, whole)
+    assert np.array_equal(blocks, whole.rows(every))  # made per chunk of rows: the same scores
+    assert np.array_equal(whole.rows(every[::-1][:2]), blocks[every[::-1][:2]])
+    paired = np.arange(len(photos)) % 2 == 0
+    model.calls.clear()
+    assert np.array_equal(whole.columns(paired).rows(every), blocks[:, paired])
+    assert sum(a * b for a, b in model.calls) == len(sketches) * paired.sum()  # only the kept photos scored
     off = _evaluate(model, manifest, config(EvaluateParams, "evaluate", generalised=False, grid_queries=2,
                                             rerank_top_k=0, relation_all=False), tmp_path)
     assert "relation_all" not in off

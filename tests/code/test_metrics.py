@@ -356,3 +356,39 @@ def test_library_imports_no_pipeline_frameworks() -> None:
             "print([m for m in ('dvc', 'prefect', 'great_expectations', 'bentoml') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_scores_made_per_chunk_of_rows_give_the_dense_results_without_the_dense_matrix() -> None:
+    """``LazyScores`` (a pair scorer's scores at QuickDraw size): the engine asks for chunks of rows only, and
+    gets the numbers of the dense matrix; a column subset (the paired-photo FG gallery) likewise."""
+    from models.pair_ranking import RerankedScores
+    from sbir.ranking import LazyScores
+
+    rng = np.random.default_rng(3)
+    queries, gallery = l2_normalize(rng.normal(size=(40, 8))), l2_normalize(rng.normal(size=(30, 8)))
+    q_labels, g_labels = rng.integers(0, 4, 40), rng.integers(0, 4, 30)
+    q_inst, g_inst = rng.integers(0, 30, 40), np.arange(30)
+    top = np.argsort(-(queries @ gallery.T), axis=1, kind="stable")[:, :5]
+    pairs = rng.normal(size=top.shape).astype(np.float32)
+    dense = similarity(queries, gallery)
+    for q in range(40):  # the definition: the top-k lifted above the row's maximum, in pair-score order
+        dense[q, top[q]] = dense[q].max() + 1 + pairs[q] - pairs[q].min()
+    lazy = RerankedScores(queries, gallery, top, pairs)
+    asked: list[int] = []
+
+    class Counting(LazyScores):
+        shape = lazy.shape
+
+        def rows(self, index):
+            asked.append(len(index))
+            return lazy.rows(index)
+
+    request = MetricRequest(fg_ks=(1, 5))
+    expected = compute_retrieval(dense, None, q_labels, g_labels, q_inst, g_inst, request=request, chunk_size=7)
+    got = compute_retrieval(Counting(), None, q_labels, g_labels, q_inst, g_inst, request=request, chunk_size=7)
+    assert got.summary(["all"]) == expected.summary(["all"]) and max(asked) <= 7 and sum(asked) == 40
+    keep = np.arange(30) % 3 == 0
+    subset = compute_retrieval(lazy.columns(keep), None, q_labels, g_labels[keep], q_inst, g_inst[keep],
+                               request=request)
+    assert subset.summary(["all"]) == compute_retrieval(dense[:, keep], None, q_labels, g_labels[keep], q_inst,
+                                                        g_inst[keep], request=request).summary(["all"])

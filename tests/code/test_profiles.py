@@ -72,10 +72,12 @@ def test_values_are_written_in_the_override_grammar(tmp_path: Path) -> None:
         "a.b=1", "+a.new={c: 'x'}", "d=[1, 'y']"]
 
 
-def test_reproduce_lists_dry_runs_and_refuses_unknown_profiles(capsys: pytest.CaptureFixture,
+def test_reproduce_lists_dry_runs_and_refuses_unknown_profiles(capsys: pytest.CaptureFixture, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO_ROOT)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in ("BENTOML_HOME", "PREFECT_HOME"):  # main() sets the project's homes where unset: kept to this test
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # restored afterwards
     assert main(["reproduce", "--list"]) == 0
     assert "clip_prompt_fg: model clip_prompt" in capsys.readouterr().out
     import os
