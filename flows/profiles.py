@@ -81,14 +81,13 @@ def profile_changes(profile: str, extra: list[Path] = (), repo: Path = Path(".")
             raise ConfigError(f"{repo / file}: no section '{model}' (setup '{setup_name}' of {SETUPS_FILE})")
         changes = overlay(changes, {key: values[key] for key in (*SHARED_SECTIONS, model) if key in values})
     changes = overlay(changes, _yaml(repo / BENCHMARKS_DIR / f"{benchmark}.yaml"))
-    base = Params.load(repo / "params.yaml")
-    root = base.section(f"prepare.{benchmark}").get("root")
-    if not root:
-        raise ConfigError(f"params.yaml: prepare.{benchmark} has no 'root' (the benchmark's raw folder)")
-    changes = overlay(changes, {"datasets": {benchmark: {"source": root}}})
     for file in extra:
         changes = overlay(changes, _yaml(Path(file)))
-    return model, benchmark, changes
+    composed = Params(overlay(Params.load(repo / "params.yaml").values, changes), f"params.yaml + {profile}")
+    root = composed.section(f"prepare.{benchmark}").get("root")  # the folder prepare reads is the one DVC tracks
+    if not root:
+        raise ConfigError(f"params.yaml: prepare.{benchmark} has no 'root' (the benchmark's raw folder)")
+    return model, benchmark, overlay(changes, {"datasets": {benchmark: {"source": root}}})
 
 
 def hydra_value(value: Any) -> str:

@@ -23,6 +23,8 @@ def test_every_setup_and_benchmark_is_a_profile_that_type_checks() -> None:
         profiles.check(run, REPO_ROOT)  # the model's sections and evaluate's, as the stages will read them
         assert run.target == f"evaluate@{run.model}" and run.changes["datasets"][run.dataset]["source"]
     assert profiles.split_profile("clip_prompt_fg-sketchy21", REPO_ROOT) == ("clip_prompt_fg", "sketchy21")
+    assert profiles.paper_run("zse-sketchy21", repo=REPO_ROOT).changes["datasets"] == {
+        "sketchy21": {"source": "data/raw/Sketchy"}}
     with pytest.raises(ConfigError, match="unknown profile 'zse-sketchy99'; known: dsn-quickdraw30"):
         profiles.split_profile("zse-sketchy99", REPO_ROOT)
 
@@ -46,6 +48,14 @@ def test_dvc_applies_the_overrides_to_exactly_the_composed_params(name: str, tmp
     other = {"dsn", "zse", "clip_prompt"} - {run.model}
     assert all(applied[section] == Params.load(REPO_ROOT / "params.yaml").values[section] for section in other)
     assert "#" in copy.read_text()  # params.yaml keeps its comments
+
+
+def test_an_extra_file_that_moves_the_raw_folder_moves_what_dvc_tracks(tmp_path: Path) -> None:
+    extra = tmp_path / "mine.yaml"
+    extra.write_text("prepare:\n  sketchy21:\n    root: /data/Sketchy\nzse:\n  train:\n    epochs: 1\n")
+    run = profiles.paper_run("zse-sketchy21", [extra], repo=REPO_ROOT)
+    assert run.changes["datasets"] == {"sketchy21": {"source": "/data/Sketchy"}}
+    assert run.changes["zse"]["train"]["epochs"] == 1 and run.changes["zse"]["train"]["lr"] == 1e-5
 
 
 def _as_read(value, like):
