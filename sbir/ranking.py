@@ -199,8 +199,8 @@ def rank_hits(scores: np.ndarray, rel_cols: np.ndarray, *, kmax: int | None = No
             for first in np.unique(rel_first[i, ambiguous[i]]):
                 value = rel_asc[i, first]
                 tied = rel_cols[row_rel == value]  # ascending gallery indices = stable order of these hits
-                before = [np.count_nonzero(row[:j] == value) for j in tied]
-                pos[i, first:rel_end[i, first]] = (greater[i, first] + 1 + np.asarray(before))[::-1]
+                before = np.searchsorted(np.flatnonzero(row == value), tied)  # equal scores at smaller indices
+                pos[i, first:rel_end[i, first]] = (greater[i, first] + 1 + before)[::-1]
 
     _run_blocks(pool, resolve, amb_rows.size, n_blocks)
     sentinel = m + 1
