@@ -138,7 +138,10 @@ def stop(home: Path, timeout: float = 30) -> list[str]:
             time.sleep(0.2)
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
-            _reap(pid)
+            deadline = time.monotonic() + 5  # a kill is not instant: reap it once it has died, or it stays a zombie
+            while _alive(pid) and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.05)
         stopped.append(name)
     files.state.unlink()
     return stopped
