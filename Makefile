@@ -23,8 +23,8 @@ export PYTHONUNBUFFERED := 1
 setup: $(STAMP) $(NODE_STAMP)
 
 # System packages: headless Chromium and its driver (Debian's) for the browser tests of the sketch pad, Node.js
-# with npm for the artwork packages of package.json, and PostgreSQL (the scheduler's database as a team runs it;
-# its test starts a throwaway server). Installed only when missing; sudo only when not root.
+# with npm for the artwork packages of package.json, the Symbola font (the `symbola` sketch style), and
+# PostgreSQL (the scheduler's database as a team runs it; its test starts a throwaway server). Installed only when missing; sudo only when not root.
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup-system:
@@ -32,13 +32,15 @@ setup-system:
 	if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then missing="chromium chromium-driver"; fi; \
 	if ! command -v npm >/dev/null 2>&1; then missing="$$missing nodejs npm"; fi; \
 	if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing="$$missing postgresql"; fi; \
+	if [ ! -f /usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf ]; then missing="$$missing fonts-symbola"; fi; \
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# Artwork that datasets are built from, pinned by package-lock.json (Twemoji's SVGs for the twemoji gallery):
-# installed into node_modules/ without running install scripts; nothing is downloaded at run time.
+# Artwork that datasets are built from, pinned by package-lock.json (Twemoji, Fluent Emoji flat / high contrast /
+# 3D, EmojiOne monotone: the artwork styles of sbir/datasets/artwork_sources.py): installed into node_modules/
+# without running install scripts; nothing is downloaded at run time.
 $(NODE_STAMP): package.json package-lock.json | setup-system
 	npm ci --ignore-scripts --no-audit --no-fund
 	touch $@

@@ -85,16 +85,16 @@ def embed_dataset(model: RetrievalModel, manifest: Manifest, out_dir: Path, para
 
 def embed_galleries(model: RetrievalModel, galleries: dict[str, Manifest], out_dir: Path,
                     params: EmbedParams, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Embed each gallery's test photos into ``galleries/<name>/`` of a model's embeddings folder ``out_dir``."""
+    """Embed each artwork set's test images into ``galleries/<name>/`` of a model's embeddings folder ``out_dir``."""
     return {name: embed_dataset(model, gallery, paths.gallery_embeddings_dir(out_dir, name), params, progress)
             for name, gallery in galleries.items()}
 
 
 def stored_galleries(folder: Path, dataset: str, names: Sequence[str], out_dir: Path, params: EmbedParams,
-                     progress: bool = True) -> dict[str, Embeddings]:
+                     progress: bool = True, listed_in: str = "evaluate.cross_galleries") -> dict[str, Embeddings]:
     """The stored embeddings of each gallery of ``names`` built for ``dataset`` in a model's embeddings folder
     ``out_dir``; those missing (runs outside the pipeline) are embedded first with the model of ``folder``."""
-    galleries = applicable_galleries(dataset, names)
+    galleries = applicable_galleries(dataset, names, listed_in)
     missing = {n: g for n, g in galleries.items() if not has_embeddings(paths.gallery_embeddings_dir(out_dir, n))}
     if missing:
         log.info("no stored embeddings of %s on %s: embedding now", folder.name, sorted(missing))

@@ -5,8 +5,9 @@ number and the row's path, domain, split, category, instance id, and ``style``: 
 images, a style name for sketches redrawn for the style-shift report, whose ``path`` is under their styles folder) and ``meta.json`` (model description,
 manifest fingerprint, counts). Evaluation, the gallery index and the service read vectors from here.
 
-Cross-dataset galleries: a model's embeddings of each photo-only gallery of ``evaluate.cross_galleries`` built for
-the dataset (:func:`applicable_galleries`) are kept in ``galleries/<gallery>/`` of its embeddings folder
+Artwork sets: a model's embeddings of each photo gallery of ``evaluate.cross_galleries`` and each sketch set of
+``evaluate.cross_sketches`` built for the dataset (:func:`applicable_galleries`) are kept in ``galleries/<set>/`` of
+its embeddings folder
 (``sbir.paths.gallery_embeddings_dir``); the embed stage writes them, evaluation reads them.
 """
 
@@ -102,14 +103,16 @@ def has_embeddings(folder: str | Path) -> bool:
     return (Path(folder) / META_FILE).is_file()
 
 
-def applicable_galleries(dataset: str, names: Sequence[str]) -> dict[str, Manifest]:
-    """The prepared photo-only galleries among ``names`` that were built for ``dataset`` (others: logged, skipped)."""
+def applicable_galleries(dataset: str, names: Sequence[str],
+                         listed_in: str = "evaluate.cross_galleries") -> dict[str, Manifest]:
+    """The prepared artwork sets among ``names`` (listed in the param ``listed_in``) that were built for
+    ``dataset`` (others: logged, skipped)."""
     galleries = {}
     for name in names:
         try:
             gallery = read_manifest(paths.prepared_dir(name))
         except ManifestError as error:
-            raise ManifestError(f"evaluate.cross_galleries lists '{name}': {error} (or drop it from the list)"
+            raise ManifestError(f"{listed_in} lists '{name}': {error} (or drop it from the list)"
                                 ) from error
         built_for = gallery.extra.get("gallery_for")
         if built_for == dataset:

@@ -46,16 +46,17 @@ def file_facts(manifest: Manifest, workers: int = 4, progress: bool = True) -> p
     return pd.concat([manifest.frame.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
 
 
-def relation_facts(frame: pd.DataFrame) -> pd.DataFrame:
+def relation_facts(frame: pd.DataFrame, linked_photos: pd.DataFrame | None = None) -> pd.DataFrame:
     """Add ``hash_leak`` (same bytes in train and a test split) and ``instance_resolves`` (a sketch's instance
-    link names a photo of its own category) columns."""
+    link names a photo of its own category: in ``frame``, or in ``linked_photos`` for a sketch-only set drawn for
+    another dataset) columns."""
     frame = frame.copy()
     train_hashes = set(frame.loc[frame["split"] == "train", "content_hash"])
     test_hashes = set(frame.loc[frame["split"].isin(TEST_SPLITS), "content_hash"])
     frame["hash_leak"] = frame["content_hash"].isin(train_hashes & test_hashes)
     # a link resolves to a photo of the same category (splits may differ: SAKE's held-out seen-class sketches
     # link to training photos)
-    photos = frame[frame["domain"] == "photo"]
+    photos = frame[frame["domain"] == "photo"] if linked_photos is None else linked_photos
     photo_keys = {(c, i) for c, i in zip(photos["category"], photos["instance_id"]) if isinstance(i, str)}
     linked = frame["domain"].eq("sketch") & frame["instance_id"].notna()
     keys = pd.Series(list(zip(frame["category"], frame["instance_id"])), index=frame.index)

@@ -19,8 +19,6 @@ STYLES_ROOT = Path("data/styles")
 REGISTER_ROOT = Path("artifacts/register")
 SERVING_ROOT = Path("artifacts/serving")
 CLIP_ROOT = Path("artifacts/clip")
-# Not a pipeline output: artwork installed by `make setup` (npm ci of package-lock.json), read by prepare.
-TWEMOJI_SVG = Path("node_modules/@twemoji/svg")
 # Not pipeline outputs: the model store (registry) and the Prefect database live beside the project.
 BENTOML_HOME = Path(".bentoml")
 PREFECT_HOME = Path(".prefect")

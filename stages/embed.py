@@ -3,10 +3,10 @@
 Loads the model folder ``artifacts/checkpoints/<model>/`` (any method or baseline) and embeds every sketch and
 photo of ``test_unseen`` and ``test_seen`` through the model interface (``models.embed``: images decoded in
 DataLoader workers), and the unseen sketches redrawn in other styles (``restyle@<dataset>``) where the dataset
-has them; then the photos of each photo-only gallery of ``evaluate.cross_galleries`` built for that dataset
-(e.g. ``twemoji`` for ``openmoji_zs``), into ``galleries/<gallery>/`` of the same folder (cross-dataset
-evaluation). Params: ``embed`` (runtime only: batch size and workers do not change the vectors) and
-``evaluate.cross_galleries`` (read through ``sbir.embeddings``); the dataset comes from the command line
+has them; then the test images of each artwork set built for that dataset that ``evaluate.cross_galleries``
+(photo styles, e.g. ``twemoji``) or ``evaluate.cross_sketches`` (sketch styles, e.g. ``symbola``) lists, into
+``galleries/<set>/`` of the same folder (cross-style evaluation). Params: ``embed`` (runtime only: batch size and
+workers do not change the vectors), ``evaluate.cross_galleries`` and ``evaluate.cross_sketches``; the dataset comes from the command line
 (``dvc.yaml`` passes ``evaluate.dataset``).
 Output: ``artifacts/embeddings/<dataset>/<model>/``.
 """
@@ -33,7 +33,9 @@ def run_embed(args: argparse.Namespace, params: Params) -> dict[str, Any]:
     folder = model_folder(args.model)
     model = load_model(folder)
     manifest = read_manifest(paths.prepared_dir(args.dataset))
-    galleries = applicable_galleries(args.dataset, params.value("evaluate.cross_galleries", list[str]))
+    galleries = {**applicable_galleries(args.dataset, params.value("evaluate.cross_galleries", list[str])),
+                 **applicable_galleries(args.dataset, params.value("evaluate.cross_sketches", list[str]),
+                                        "evaluate.cross_sketches")}
     out_dir = args.out or paths.embeddings_dir(args.dataset, folder.name)
     summary = embed_dataset(model, manifest, out_dir, settings, progress=not args.no_progress,
                             styles=read_styles(args.dataset), styles_root=paths.styles_dir(args.dataset))

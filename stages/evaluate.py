@@ -8,8 +8,10 @@ where it scores every pair (``GridScorer``: ZSE-SBIR's RN mode) and ``relation_a
 scores alone is reported too (``relation_all``).
 Cross-dataset: evaluate a model trained on dataset A on dataset B (embedding B first if needed); categories of B
 that A trained on are reported, and excluded from the zero-shot numbers unless ``exclude_trained_categories``
-is false. Cross-gallery: the same unseen sketches against each photo-only gallery of ``cross_galleries`` built
-for the dataset (``twemoji``: the same emoji drawn by other artists; ``cross_gallery`` in the report).
+is false. Across styles (``stages.cross_style``): the same unseen sketches against each photo-only artwork gallery
+of ``cross_galleries`` built for the dataset (``cross_gallery``) and against all photo styles at once
+(``mixed_gallery``); other styles of sketches (restyled, and the sketch sets of ``cross_sketches``) against the
+dataset's photos (``style_shift``).
 
 Outputs in ``artifacts/eval/<dataset>/<model>/``: ``metrics.json`` (dvc metrics), ``pr.csv`` and ``pk.csv``
 (dvc plots), ``per_category.csv`` and ``grid.png`` (sketch queries with their top-k, hits marked).
@@ -34,14 +36,15 @@ from models.pair_ranking import rerank, score_every_pair
 from sbir import paths
 from sbir.categories import normalize_category
 from sbir.config import Count, Params, PositiveInt
-from sbir.embeddings import Embeddings, EmbeddingsError, has_embeddings, read_embeddings
+from sbir.embeddings import Embeddings, has_embeddings, read_embeddings
+from sbir.fine_grained import fine_grained_on_paired_photos, instance_ids, keep_rows
 from sbir.index import top_k
 from sbir.io import atomic_write, atomic_write_json
 from sbir.manifest import Manifest, ManifestError, read_manifest
 from sbir.metrics import HEADLINE, compute_retrieval, request_for
 from sbir.plots import pick_queries, retrieval_grid
-from sbir.ranking import LazyScores
 from sbir.stage import run_stage, stage_parser
+from stages.cross_style import cross_gallery, mixed_gallery, style_shift
 
 log = logging.getLogger("stages.evaluate")
 
@@ -61,62 +64,20 @@ class EvaluateParams:
     grid_top_k: PositiveInt
     explain_queries: Count  # sample hits and as many misses: explanation sheets (models that can explain)
     seed: int
-    cross_galleries: list[str]
+    cross_galleries: list[str]  # photo-only artwork sets built for the dataset (stages.cross_style)
+    cross_sketches: list[str]  # sketch-only artwork sets built for the dataset
+    mixed_gallery: bool  # also: the unseen sketches against every photo style at once
 
     def __post_init__(self) -> None:
         request_for(self.protocols, has_instances=True)  # an unknown protocol fails here, before any work
 
 
-def _keep(rows: pd.DataFrame, drop: set[str]) -> np.ndarray:
-    return (~rows["category"].map(normalize_category).isin(drop)).to_numpy()
-
-
-def _instances(rows: pd.DataFrame, prefix: str) -> np.ndarray | None:
-    """Instance ids; a missing id gets a sentinel unique to its row, so it matches nothing."""
-    ids = rows["instance_id"]
-    if ids.isna().all():
-        return None
-    sentinels = pd.Series([f"\0{prefix}{i}" for i in range(len(ids))], index=ids.index)
-    return ids.fillna(sentinels).to_numpy(dtype=str)
-
-
-def paired_photos(query_instances: np.ndarray, gallery_instances: np.ndarray) -> np.ndarray:
-    """The fine-grained gallery as the papers build it: photos some query sketch was drawn from, each once (the
-    first of duplicate copies); unpaired photos (Sketchy-Extended's ``ext_*``) stay in the category gallery only."""
-    wanted = set(query_instances.tolist())
-    seen: set[str] = set()
-    keep = np.zeros(len(gallery_instances), dtype=bool)
-    for row, instance in enumerate(gallery_instances.tolist()):
-        if instance in wanted and instance not in seen:
-            keep[row] = True
-            seen.add(instance)
-    return keep
-
-
-def fine_grained_on_paired_photos(queries: np.ndarray | LazyScores, photo_emb: np.ndarray | None,
-                                  labels: tuple[np.ndarray, ...], q_inst: np.ndarray, g_inst: np.ndarray, params: EvaluateParams,
-                                  summary: dict[str, Any]) -> None:
-    """Replace ``summary``'s fine-grained numbers by those against the paired photos only, where the gallery
-    holds others (unpaired or duplicate photos); ``fg/n_gallery`` says how many photos the FG gallery held.
-    ``queries``: the sketch embeddings, or (``photo_emb`` None) (queries, gallery) scores, dense or lazy."""
-    keep = paired_photos(q_inst, g_inst)
-    summary["fg/n_gallery"] = int(keep.sum())
-    if keep.all():
-        return
-    if photo_emb is not None:
-        query, gallery = queries, photo_emb[keep]
-    else:
-        query, gallery = (queries.columns(keep) if isinstance(queries, LazyScores) else queries[:, keep]), None
-    fine = compute_retrieval(query, gallery, labels[0], labels[1][keep], q_inst, g_inst[keep],
-                             request=request_for(["fine_grained"], has_instances=True), ties=params.ties)
-    summary.update({key: value for key, value in fine.summary(["fine_grained"]).items()
-                    if key.startswith(("fg/", "preset/fine_grained/"))})
-
-
 def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: EvaluateParams, out_dir: Path,
                         trained: dict[str, Any] | None = None, model: RetrievalModel | None = None,
-                        galleries: dict[str, Embeddings] | None = None) -> dict[str, Any]:
-    """Compute and write every output of the stage from stored embeddings; returns the metrics document."""
+                        galleries: dict[str, Embeddings] | None = None,
+                        sketch_sets: dict[str, Embeddings] | None = None) -> dict[str, Any]:
+    """Compute and write every output of the stage from stored embeddings; returns the metrics document.
+    ``galleries``: photo-only artwork galleries; ``sketch_sets``: sketch-only artwork sets (stages.cross_style)."""
     trained = trained or {}
     trained_categories = {normalize_category(c) for c in trained.get("train_categories", [])}
     unseen_names = {normalize_category(c) for c in manifest.select(split="test_unseen")["category"].unique()}
@@ -124,13 +85,13 @@ def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: Eval
     drop = set(overlap) if params.exclude_trained_categories else set()
     sketch_emb, sketches = embeddings.select(split="test_unseen", domain="sketch")
     photo_emb, photos = embeddings.select(split="test_unseen", domain="photo")
-    keep_s, keep_p = _keep(sketches, drop), _keep(photos, drop)
+    keep_s, keep_p = keep_rows(sketches, drop), keep_rows(photos, drop)
     sketch_emb, sketches = sketch_emb[keep_s], sketches[keep_s].reset_index(drop=True)
     photo_emb, photos = photo_emb[keep_p], photos[keep_p].reset_index(drop=True)
     if sketches.empty or photos.empty:
         raise ManifestError(f"{manifest.dataset}: no test_unseen sketches or photos left to evaluate "
                             f"(excluded as trained on: {overlap})")
-    q_inst, g_inst = _instances(sketches, "q"), _instances(photos, "g")
+    q_inst, g_inst = instance_ids(sketches, "q"), instance_ids(photos, "g")
     has_fg = q_inst is not None and g_inst is not None
     request = request_for(params.protocols, has_instances=has_fg, curves=True)
     labels = sketches["category"].to_numpy(str), photos["category"].to_numpy(str)
@@ -138,7 +99,7 @@ def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: Eval
                                g_inst if has_fg else None, request=request, ties=params.ties)
     zero_shot = result.summary(params.protocols)
     if has_fg:
-        fine_grained_on_paired_photos(sketch_emb, photo_emb, labels, q_inst, g_inst, params, zero_shot)
+        fine_grained_on_paired_photos(sketch_emb, photo_emb, labels, q_inst, g_inst, params.ties, zero_shot)
     document: dict[str, Any] = {
         "dataset": manifest.dataset, "model": embeddings.meta.get("model", {}),
         "zero_shot": zero_shot,
@@ -151,22 +112,28 @@ def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: Eval
                                      request=request_for(params.protocols, has_instances=has_fg), ties=params.ties)
         document["reranked"] = {"top_k": params.rerank_top_k, **reranked.summary(params.protocols)}
         if has_fg:
-            fine_grained_on_paired_photos(scores, None, labels, q_inst, g_inst, params, document["reranked"])
+            fine_grained_on_paired_photos(scores, None, labels, q_inst, g_inst, params.ties, document["reranked"])
     if model is not None and isinstance(model, GridScorer) and params.relation_all:
         scores = score_every_pair(model, manifest, sketches, photos)
         every_pair = compute_retrieval(scores, None, *labels, q_inst if has_fg else None, g_inst if has_fg else None,
                                        request=request_for(params.protocols, has_instances=has_fg), ties=params.ties)
         document["relation_all"] = every_pair.summary(params.protocols)
         if has_fg:
-            fine_grained_on_paired_photos(scores, None, labels, q_inst, g_inst, params, document["relation_all"])
-    if embeddings.styles:
-        document["style_shift"] = style_shift(embeddings, photo_emb, photos, drop, document["zero_shot"], params)
+            fine_grained_on_paired_photos(scores, None, labels, q_inst, g_inst, params.ties,
+                                          document["relation_all"])
+    if embeddings.styles or sketch_sets:
+        document["style_shift"] = style_shift(embeddings, photo_emb, photos, drop, zero_shot, params.ties,
+                                              sketch_sets)
     if galleries:
-        document["cross_gallery"] = cross_gallery(sketch_emb, sketches, galleries, drop, params)
+        document["cross_gallery"] = cross_gallery(sketch_emb, sketches, galleries, drop, params.protocols,
+                                                  params.ties, zero_shot)
+        if params.mixed_gallery:
+            document["mixed_gallery"] = mixed_gallery(sketch_emb, sketches, photo_emb, photos, galleries, drop,
+                                                      params.ties)
     seen_emb, seen_photos = embeddings.select(split="test_seen", domain="photo")
     if params.generalised and not seen_photos.empty:
         gallery = pd.concat([photos, seen_photos], ignore_index=True)
-        g_inst_all = _instances(gallery, "g")
+        g_inst_all = instance_ids(gallery, "g")
         general = compute_retrieval(sketch_emb, np.concatenate([photo_emb, seen_emb]), labels[0],
                                     gallery["category"].to_numpy(str), q_inst if has_fg else None,
                                     g_inst_all if has_fg else None,
@@ -186,59 +153,6 @@ def evaluate_embeddings(embeddings: Embeddings, manifest: Manifest, params: Eval
                table.sort_values(table.columns[2] if len(table.columns) > 2 else table.columns[0]), index=True)
     _write_grid(manifest, sketches, photos, sketch_emb, photo_emb, params, out_dir / "grid.png")
     return document
-
-
-STYLE_KEYS = {"map_all": "map_all/sklearn/query", "fg_acc@1": "fg/acc@1/gallery"}
-
-
-def style_shift(embeddings: Embeddings, photo_emb: np.ndarray, photos: pd.DataFrame, drop: set[str],
-                in_style: dict[str, Any], params: EvaluateParams) -> dict[str, dict[str, float]]:
-    """Each restyled set of unseen sketches against the same gallery: mAP@all and FG Acc@1, and their ratio to
-    the in-style numbers (1.0 = no loss under the shift)."""
-    report = {}
-    g_inst = _instances(photos, "g")
-    for style in embeddings.styles:
-        sketch_emb, sketches = embeddings.select(split="test_unseen", domain="sketch", style=style)
-        keep = _keep(sketches, drop)
-        sketch_emb, sketches = sketch_emb[keep], sketches[keep].reset_index(drop=True)
-        q_inst = _instances(sketches, "q")
-        fg = q_inst is not None and g_inst is not None
-        result = compute_retrieval(sketch_emb, photo_emb, sketches["category"].to_numpy(str),
-                                   photos["category"].to_numpy(str), q_inst if fg else None, g_inst if fg else None,
-                                   request=request_for(["all"], has_instances=fg), ties=params.ties)
-        summary = result.summary(["all"])
-        if fg:  # the same fine-grained gallery as the in-style numbers: paired photos only
-            labels = sketches["category"].to_numpy(str), photos["category"].to_numpy(str)
-            fine_grained_on_paired_photos(sketch_emb, photo_emb, labels, q_inst, g_inst, params, summary)
-        row: dict[str, float] = {"n_queries": int(len(sketches))}
-        for name, key in STYLE_KEYS.items():
-            if key in summary:
-                row[name] = summary[key]
-                row[f"{name}_ratio"] = summary[key] / in_style[key] if in_style.get(key) else float("nan")
-        report[style] = row
-    return report
-
-
-def cross_gallery(sketch_emb: np.ndarray, sketches: pd.DataFrame, galleries: dict[str, Embeddings], drop: set[str],
-                  params: EvaluateParams) -> dict[str, dict[str, Any]]:
-    """The unseen sketches against each photo-only gallery's test_unseen photos (the same items drawn by other
-    artists): category-level metrics (same category = hit) and, where instance ids are shared, fine-grained Acc@K
-    (the sketch's own item = hit). Sketches of an item the gallery lacks count in ``fg/n_excluded/*``."""
-    report: dict[str, dict[str, Any]] = {}
-    q_inst = _instances(sketches, "q")
-    for name, gallery in galleries.items():
-        photo_emb, photos = gallery.select(split="test_unseen", domain="photo")
-        keep = _keep(photos, drop)
-        photo_emb, photos = photo_emb[keep], photos[keep].reset_index(drop=True)
-        if photos.empty:
-            raise EmbeddingsError(f"gallery {name}: no test_unseen photos to retrieve from")
-        g_inst = _instances(photos, "g")
-        fg = q_inst is not None and g_inst is not None
-        result = compute_retrieval(sketch_emb, photo_emb, sketches["category"].to_numpy(str),
-                                   photos["category"].to_numpy(str), q_inst if fg else None, g_inst if fg else None,
-                                   request=request_for(params.protocols, has_instances=fg), ties=params.ties)
-        report[name] = {"gallery_dataset": gallery.meta.get("dataset", name), **result.summary(params.protocols)}
-    return report
 
 
 def _write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> None:
@@ -317,11 +231,13 @@ def evaluate_model(reference: str, dataset: str, params: EvaluateParams, embed: 
         embed_dataset(model, manifest, stored, embed, progress=progress)
     embeddings = read_embeddings(stored, manifest)
     cross = stored_galleries(folder, dataset, params.cross_galleries, stored, embed, progress)
+    sketch_sets = stored_galleries(folder, dataset, params.cross_sketches, stored, embed, progress,
+                                   "evaluate.cross_sketches")
     pair_work = params.rerank_top_k > 0 or params.relation_all or params.explain_queries > 0
     if pair_work and trained.get("kind") == "method":
         model = model or load_model(folder)
     document = evaluate_embeddings(embeddings, manifest, params, out_dir or paths.eval_dir(dataset, folder.name),
-                                   trained, model, cross)
+                                   trained, model, cross, sketch_sets)
     return document
 
 

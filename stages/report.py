@@ -24,26 +24,18 @@ from sbir.stage import run_stage, stage_parser
 
 COLUMNS = HEADLINE
 COLUMN_NAMES = {"map_all": "mAP@all", "map_200": "mAP@200", "p_100": "P@100", "p_200": "P@200"}
-# per photo-only gallery of the cross-dataset check (``cross_gallery`` in metrics.json), e.g. "Twemoji mAP"
-GALLERY_COLUMNS = {"mAP": "map_all/sklearn/query", "Acc@1": "fg/acc@1/gallery"}
+STYLE_KINDS = {"cross_gallery": "photo style", "style_shift": "sketch style"}
 
 
 def summary_rows(dataset: str, root: Path = Path(".")) -> list[dict[str, str]]:
     """One row of headline numbers per evaluated model (``root``: the repository the paths are relative to)."""
     rows = []
-    documents = {file.parent.name: json.loads(file.read_text())
-                 for file in sorted((root / paths.EVAL_ROOT / dataset).glob("*/metrics.json"))}
-    galleries = sorted({name for document in documents.values() for name in document.get("cross_gallery", {})})
+    documents = _documents(dataset, root)
     for model, document in documents.items():
         zero_shot, general = document.get("zero_shot", {}), document.get("generalised", {})
         row = {"model": model}
         row.update({name: f"{zero_shot[key]:.3f}" if key in zero_shot else "–" for name, key in COLUMNS.items()})
         row["generalised mAP@all"] = f"{general['map_all/sklearn/query']:.3f}" if general else "–"
-        for gallery in galleries:
-            numbers = document.get("cross_gallery", {}).get(gallery, {})
-            for name, key in GALLERY_COLUMNS.items():
-                value = numbers.get(key)
-                row[f"{gallery.capitalize()} {name}"] = f"{value:.3f}" if isinstance(value, float) else "–"
         shift = document.get("style_shift", {})
         if shift:
             style, worst = min(shift.items(), key=lambda item: item[1].get("map_all_ratio", 1.0))
@@ -65,6 +57,42 @@ def summary_rows(dataset: str, root: Path = Path(".")) -> list[dict[str, str]]:
         if seconds is not None and pretraining is not None:
             row["training"] = f"{seconds + pretraining:.0f} s ({pretraining:.0f} s pretraining)"
         rows.append(row)
+    return rows
+
+
+def _documents(dataset: str, root: Path) -> dict[str, dict]:
+    return {file.parent.name: json.loads(file.read_text())
+            for file in sorted((root / paths.EVAL_ROOT / dataset).glob("*/metrics.json"))}
+
+
+def _pair(map_all: object, acc: object, ratio: object = None) -> str:
+    text = " / ".join(f"{v:.3f}" if isinstance(v, float) else "–" for v in (map_all, acc))
+    return text + (f" ({ratio:.2f}×)" if isinstance(ratio, float) else "")
+
+
+def style_rows(dataset: str, root: Path = Path(".")) -> list[dict[str, str]]:
+    """Across styles (``stages.cross_style``): one row per evaluation set — in-distribution, each photo style
+    (cross-dataset gallery), the mixed gallery, each sketch style — and per model "mAP@all / FG Acc@1", with the
+    mAP ratio to in-distribution (to the model's own sketches of the same items, for an artwork sketch set)."""
+    documents = _documents(dataset, root)
+    if not any("cross_gallery" in d or "style_shift" in d for d in documents.values()):
+        return []
+    rows = [{"set": "in-distribution", "kind": "own sketches and photos", **{
+        model: _pair(d["zero_shot"].get("map_all/sklearn/query"), d["zero_shot"].get("fg/acc@1/gallery"))
+        for model, d in documents.items()}}]
+    for section, kind in STYLE_KINDS.items():
+        names = sorted({name for d in documents.values() for name in d.get(section, {})})
+        for name in names:
+            row = {"set": name, "kind": kind}
+            for model, document in documents.items():
+                numbers = document.get(section, {}).get(name, {})
+                row[model] = _pair(numbers.get("map_all/sklearn/query", numbers.get("map_all")),
+                                   numbers.get("fg/acc@1/gallery", numbers.get("fg_acc@1")), numbers.get("map_all_ratio"))
+            rows.append(row)
+        if section == "cross_gallery" and any("mixed_gallery" in d for d in documents.values()):
+            rows.append({"set": "mixed", "kind": "every photo style at once", **{
+                model: _pair(d.get("mixed_gallery", {}).get("map_all/sklearn/query"),
+                             d.get("mixed_gallery", {}).get("fg/acc@1/gallery")) for model, d in documents.items()}})
     return rows
 
 
@@ -105,27 +133,39 @@ def pretraining_seconds(root: Path, model: str) -> float | None:
 
 def markdown_table(rows: list[dict[str, str]], dataset: str) -> str:
     """The summary as a Markdown document (the committed comparison table, ``make compare``)."""
-    header = list(rows[0])
     lines = [f"# Zero-shot retrieval on {dataset}: every model of the pipeline",
              "",
              "Written by `make compare` (`zssbir run --all --table ...`): `dvc repro` of every model in dvc.yaml, "
              "then `python -m stages.report`. Same harness (stages/evaluate.py), same seeds (params.yaml). "
              "mAP@all and P@100 over the unseen categories' sketches against their photos; FG Acc@K: the photo the "
              "sketch was drawn from; generalised: unseen sketches against unseen + seen-category test photos; "
-             "Twemoji: the same sketches against Twemoji's renderings of the same emoji (cross-dataset); "
              "re-ranked: the top-k re-scored by the model's pair scorer; training: wall time on this machine "
              "(pretraining included where there is one).",
-             "",
-             "| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if name == "model" else "---:" for name in header) + "|"]
+             ""]
+    return "\n".join(lines) + "\n" + markdown_rows(rows)
+
+
+STYLES_NOTE = ("Per model: mAP@all / FG Acc@1 of the unseen categories' sketches, and the mAP ratio to "
+               "in-distribution. Photo style: the same sketches against another artist's pictures of the same emoji; "
+               "mixed: against every photo style at once (any rendering of the sketch's emoji is its hit); sketch "
+               "style: sketches in another style against the dataset's own photos (an artwork set's ratio is to the "
+               "model's own sketches of the same emoji). stages/cross_style.py defines each.")
+
+
+def markdown_rows(rows: list[dict[str, str]]) -> str:
+    """Rows of equal keys as a Markdown table (text columns left, numbers right)."""
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if name in ("model", "set", "kind") else "---:" for name in header) + "|"]
     lines += ["| " + " | ".join(row[name] for name in header) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def summary_table(rows: list[dict[str, str]], dataset: str) -> Table:
-    table = Table(title=f"Zero-shot retrieval on {dataset} (unseen categories)")
+def summary_table(rows: list[dict[str, str]], dataset: str, title: str | None = None) -> Table:
+    table = Table(title=title or f"Zero-shot retrieval on {dataset} (unseen categories)")
     for column in rows[0]:  # folded, never cut with "…"
-        table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
+        table.add_column(column, justify="left" if column in ("model", "set", "kind") else "right",
+                         overflow="fold")
     for row in rows:
         table.add_row(*row.values())
     return table
@@ -145,9 +185,14 @@ def run_report(args: argparse.Namespace, params: Params) -> int:
     rows = summary_rows(dataset)
     if not rows:
         raise DataError(f"no evaluation results under {paths.EVAL_ROOT / dataset}; run `make run` first")
+    styles = style_rows(dataset)
     if args.markdown:
-        atomic_write_text(args.markdown, markdown_table(rows, dataset))
+        atomic_write_text(args.markdown, markdown_table(rows, dataset) + (
+            f"\n## Across styles\n\n{STYLES_NOTE}\n\n" + markdown_rows(styles) if styles else ""))
     print_table(summary_table(rows, dataset))
+    if styles:
+        print_table(summary_table(styles, dataset, f"Across styles on {dataset}: mAP@all / FG Acc@1 "
+                                                   "(mAP ratio to in-distribution)"))
     print(f"Details: {paths.EVAL_ROOT / dataset}/<model>/ (metrics.json, pr.csv, grid.png); "
           "compare with `dvc metrics show` and `dvc plots show`.")
     print(serving_summary(dataset))

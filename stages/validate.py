@@ -4,8 +4,9 @@ offending files, so ``dvc repro`` stops here.
 
 Checks: schema and types; every file exists and decodes; image sizes and modes; minimum images per category
 and domain; seen/unseen categories disjoint; no identical image (content hash) in train and a test split;
-every sketch's instance link resolves to a photo. A photo-only gallery (manifest metadata ``domains: [photo]``,
-e.g. ``twemoji``) must hold photos only and needs no sketches per category. Params: ``validate``. Output:
+every sketch's instance link resolves to a photo. An artwork set (manifest metadata ``domains``: ``[photo]``, e.g.
+``twemoji``, or ``[sketch]``, e.g. ``symbola``) must hold that domain only and needs no images of the other per
+category; a sketch set's links resolve against the photos of the dataset it was drawn for (``gallery_for``). Params: ``validate``. Output:
 ``data/reports/validation/<dataset>.json``.
 """
 
@@ -122,8 +123,11 @@ def validate_frames(tables: dict[str, pd.DataFrame], params: ValidateParams,
 def validate_dataset(prepared_dir: Path, params: ValidateParams, progress: bool = True) -> dict[str, Any]:
     """Validate one prepared dataset: file facts, relations, then the GX suite."""
     manifest = read_manifest(prepared_dir)
-    images = relation_facts(file_facts(manifest, workers=params.workers, progress=progress))
-    domains = tuple(manifest.extra.get("domains") or DOMAINS)  # a photo-only gallery declares ["photo"]
+    domains = tuple(manifest.extra.get("domains") or DOMAINS)  # an artwork set declares its one domain
+    linked = None
+    if "photo" not in domains and manifest.extra.get("gallery_for"):  # sketches of another dataset's photos
+        linked = read_manifest(paths.prepared_dir(manifest.extra["gallery_for"])).select(domain="photo")
+    images = relation_facts(file_facts(manifest, workers=params.workers, progress=progress), linked)
     groups = group_counts(images)
     groups = groups[groups["domain"].isin(domains)].reset_index(drop=True)
     groups["minimum"] = groups["split"].map(params.min_images_per_category).fillna(1).astype(int)

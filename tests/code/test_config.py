@@ -207,11 +207,12 @@ def test_stage_paths_match_dvc_yaml() -> None:
     assert outs("prepare") == {str(paths.prepared_dir("m"))}
     assert outs("validate") == {str(paths.validation_report("m"))}
     assert outs("restyle") == {str(paths.styles_dir("m"))}
-    assert outs("prepare_gallery") == {str(paths.prepared_dir("m"))}
-    assert outs("validate_gallery") == {str(paths.validation_report("m"))}
-    # the galleries every model is evaluated on are deps of embed and evaluate, and prepared by the pipeline
-    galleries = Params.load(Path(__file__).resolve().parents[2] / "params.yaml").section("evaluate")["cross_galleries"]
-    assert set(galleries) <= set(pipeline["vars"][0]["galleries"])
+    assert outs("prepare_artwork") == {str(paths.prepared_dir("m"))}
+    assert outs("validate_artwork") == {str(paths.validation_report("m"))}
+    # the artwork sets every model is evaluated on are deps of embed and evaluate, and prepared by the pipeline
+    evaluate = Params.load(Path(__file__).resolve().parents[2] / "params.yaml").section("evaluate")
+    galleries = evaluate["cross_galleries"] + evaluate["cross_sketches"]
+    assert set(galleries) <= set(pipeline["vars"][0]["artwork"])
     for stage in ("embed", "evaluate"):
         assert {str(paths.prepared_dir(g)) for g in galleries} <= set(stages[stage]["do"]["deps"])
     assert {next(iter(e)) if isinstance(e, dict) else e for e in stages["register"]["outs"]} == {
@@ -276,5 +277,5 @@ def test_benchmark_profiles_point_every_stage_at_a_known_benchmark() -> None:
         params = Params.load(root / "params.yaml", [root / "configs/published.yaml", file])
         assert params.value("train.dataset", str) == params.value("index.dataset", str) == file.stem
         evaluate = params.read(EvaluateParams, "evaluate")
-        assert evaluate.dataset == file.stem and evaluate.cross_galleries == []
+        assert evaluate.dataset == file.stem and evaluate.cross_galleries == evaluate.cross_sketches == []
         assert file.stem in params.section("prepare")  # where its files are read from

@@ -226,7 +226,7 @@ def test_style_shift_report_from_restyled_sketches(manifest, tmp_path: Path) -> 
 def test_fine_grained_galleries_hold_paired_photos_only_once_each() -> None:
     """As the papers: a sketch's own photo among the photos some sketch was drawn from, duplicates once; unpaired
     photos (Sketchy-Extended's ext_*) stay in the category-level gallery."""
-    from stages.evaluate import fine_grained_on_paired_photos, paired_photos
+    from sbir.fine_grained import fine_grained_on_paired_photos, paired_photos
 
     q_inst = np.array(["a", "b"])
     g_inst = np.array(["a", "\0g1", "a", "b"])  # a, an unpaired photo (its sentinel), a's duplicate, b
@@ -239,11 +239,11 @@ def test_fine_grained_galleries_hold_paired_photos_only_once_each() -> None:
                              has_instances=True)).summary(["fine_grained"])
     assert full["fg/acc@1/gallery"] == pytest.approx(0.5)  # a's sketch finds the unpaired photo first
     summary = dict(full)
-    fine_grained_on_paired_photos(sketches, photos, labels, q_inst, g_inst, params, summary)
+    fine_grained_on_paired_photos(sketches, photos, labels, q_inst, g_inst, params.ties, summary)
     assert summary["fg/acc@1/gallery"] == pytest.approx(1.0) and summary["fg/n_gallery"] == 2
     scores = dict(full)
-    fine_grained_on_paired_photos(sketches @ photos.T, None, labels, q_inst, g_inst, params, scores)
+    fine_grained_on_paired_photos(sketches @ photos.T, None, labels, q_inst, g_inst, params.ties, scores)
     assert scores["fg/acc@1/gallery"] == pytest.approx(1.0)  # a score matrix: the same columns kept
     untouched = {"fg/acc@1/gallery": 0.25}
-    fine_grained_on_paired_photos(sketches, photos[[0, 3]], labels, q_inst, g_inst[[0, 3]], params, untouched)
+    fine_grained_on_paired_photos(sketches, photos[[0, 3]], labels, q_inst, g_inst[[0, 3]], params.ties, untouched)
     assert untouched == {"fg/acc@1/gallery": 0.25, "fg/n_gallery": 2}  # all paired: nothing recomputed
