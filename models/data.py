@@ -11,11 +11,14 @@
 Augmentation is batched tensor work on the training device (``augment``), not per image in workers.
 
 Pairing: each sketch is paired with the photo it was drawn from when the manifest links them
-(``instance_id``), otherwise with a random photo of its category.
+(``instance_id``), otherwise with a random photo of its category. With artwork styles (``read_split(...,
+styles)``), an item has photos in several styles: a linked sketch is paired with one of them at random, and every
+rendering of its item is an instance positive.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -45,7 +49,9 @@ class TrainSplit:
     photo_labels: torch.Tensor  # (Np,) int64
     sketch_to_photo: torch.Tensor  # (Ns,) int64 index of the linked photo, -1 if none
     categories: list[str]
-    fingerprint: str  # of the whole manifest it was read from (sbir.manifest.manifest_fingerprint)
+    fingerprint: str  # of the whole manifest(s) it was read from (sbir.manifest.manifest_fingerprint)
+    sketch_instance: torch.Tensor | None = None  # (Ns,) int64 instance index, -1 if none (None: = the link)
+    photo_instance: torch.Tensor | None = None  # (Np,) int64 instance index, -1 if none (None: photo index)
 
     @property
     def num_classes(self) -> int:
@@ -56,25 +62,42 @@ class TrainSplit:
         return (len(self.sketch_paths) + len(self.photo_paths)) * 3 * image_size * image_size
 
 
-def read_split(manifest: Manifest, split: str = "train") -> TrainSplit:
-    """A split's rows in manifest order; categories indexed in sorted order."""
-    sketches = manifest.select(split=split, domain="sketch").reset_index(drop=True)
-    photos = manifest.select(split=split, domain="photo").reset_index(drop=True)
+def read_split(manifest: Manifest, split: str = "train", styles: Sequence[Manifest] = ()) -> TrainSplit:
+    """A split's rows in manifest order; categories indexed in sorted order. ``styles``: more one-domain sets
+    of the same items (other artists' renderings, ``sbir.datasets.artwork``) whose rows of the split join it;
+    their images link by instance id, so a sketch's instance may have photos in several styles."""
+    manifests = [manifest, *styles]
+    frames = [m.select(split=split).assign(file=[m.resolve(p) for p in m.select(split=split)["path"]])
+              for m in manifests]
+    rows = pd.concat(frames, ignore_index=True)
+    sketches = rows[rows["domain"] == "sketch"].reset_index(drop=True)
+    photos = rows[rows["domain"] == "photo"].reset_index(drop=True)
     if sketches.empty or photos.empty:
         raise DataError(f"{manifest.dataset}: split '{split}' needs sketches and photos "
                          f"(has {len(sketches)} and {len(photos)})")
     categories = sorted(set(sketches["category"]) | set(photos["category"]))
     index = {name: i for i, name in enumerate(categories)}
-    photo_of_instance = {inst: i for i, inst in enumerate(photos["instance_id"]) if isinstance(inst, str)}
+    instances = {inst: i for i, inst in enumerate(pd.unique(photos["instance_id"].dropna()))}
+    photo_of_instance: dict[str, int] = {}
+    for row, inst in enumerate(photos["instance_id"]):  # the first photo of an instance: the dataset's own
+        if isinstance(inst, str):
+            photo_of_instance.setdefault(inst, row)
     links = [photo_of_instance.get(inst, -1) if isinstance(inst, str) else -1 for inst in sketches["instance_id"]]
+    fingerprint = manifest_fingerprint(manifest)
+    if styles:
+        fingerprint = hashlib.sha256(" ".join(manifest_fingerprint(m) for m in manifests).encode()).hexdigest()
     return TrainSplit(
-        sketch_paths=[manifest.resolve(p) for p in sketches["path"]],
-        photo_paths=[manifest.resolve(p) for p in photos["path"]],
+        sketch_paths=list(sketches["file"]),
+        photo_paths=list(photos["file"]),
         sketch_labels=torch.tensor(sketches["category"].map(index).to_numpy(), dtype=torch.int64),
         photo_labels=torch.tensor(photos["category"].map(index).to_numpy(), dtype=torch.int64),
         sketch_to_photo=torch.tensor(links, dtype=torch.int64),
         categories=categories,
-        fingerprint=manifest_fingerprint(manifest),
+        fingerprint=fingerprint,
+        sketch_instance=torch.tensor([instances.get(i, -1) if isinstance(i, str) else -1
+                                      for i in sketches["instance_id"]], dtype=torch.int64) if styles else None,
+        photo_instance=torch.tensor([instances.get(i, -1) if isinstance(i, str) else -1
+                                     for i in photos["instance_id"]], dtype=torch.int64) if styles else None,
     )
 
 
@@ -138,6 +161,12 @@ class PairSampler:
         self.category_pairs = category_pairs
         self.sketches_of_class = [torch.nonzero(data.sketch_labels == c).flatten() for c in range(data.num_classes)]
         self.photos_of_class = [torch.nonzero(data.photo_labels == c).flatten() for c in range(data.num_classes)]
+        self.photos_of_instance = None  # with artwork styles: an item's photos in every style
+        if data.photo_instance is not None:
+            groups: dict[int, list[int]] = {}
+            for row, instance in enumerate(data.photo_instance.tolist()):
+                groups.setdefault(instance, []).append(row)
+            self.photos_of_instance = {k: torch.tensor(v) for k, v in groups.items() if k >= 0 and len(v) > 1}
         self.steps_per_epoch = len(data.sketch_paths) // batch_size  # the ragged tail is dropped
         self._epoch_order = lru_cache(maxsize=2)(self._draw_epoch_order)
 
@@ -162,6 +191,12 @@ class PairSampler:
         sketches = order[step * self.batch_size:(step + 1) * self.batch_size]
         links = self.data.sketch_to_photo[sketches]
         photos = links.clone()
+        if self.photos_of_instance:  # an item drawn in several photo styles: one of them, at random
+            styled = torch.Generator().manual_seed(self.seed * 3571 + epoch * 7727 + step)
+            for row, instance in enumerate(self.data.sketch_instance[sketches].tolist()):
+                pool = self.photos_of_instance.get(instance)
+                if pool is not None and links[row] >= 0:
+                    photos[row] = pool[torch.randint(len(pool), (1,), generator=styled)]
         redraw = links < 0
         if self.category_pairs > 0:
             switch = torch.Generator().manual_seed(self.seed * 6007 + epoch * 15485863 + step)
@@ -171,6 +206,9 @@ class PairSampler:
             for row in torch.nonzero(redraw).flatten().tolist():
                 pool = self.photos_of_class[int(self.data.sketch_labels[sketches[row]])]
                 photos[row] = pool[torch.randint(len(pool), (1,), generator=pick)] if len(pool) else 0
+        if self.data.photo_instance is not None:  # linked: a rendering of the very item the sketch shows
+            instance = self.data.sketch_instance[sketches]
+            return sketches, photos, (instance >= 0) & (self.data.photo_instance[photos] == instance)
         return sketches, photos, (links >= 0) & (photos == links)
 
 
@@ -183,9 +221,9 @@ class StepBatch:
     photos: torch.Tensor
     sketch_labels: torch.Tensor
     photo_labels: torch.Tensor
-    photo_index: torch.Tensor  # the photos' split indices (same index = same photo)
+    photo_index: torch.Tensor  # the photos' identity: split index, or instance index with styles (same = same item)
     linked: torch.Tensor  # the pair is a real sketch→photo link
-    sketch_link: torch.Tensor  # the split index of the photo each sketch was drawn from (-1: none)
+    sketch_link: torch.Tensor  # the identity of the item each sketch shows, as photo_index (-1: none)
 
 
 class StepBatches(Dataset):
@@ -214,9 +252,12 @@ class StepBatches(Dataset):
         shard = slice(self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size)
         sketch_idx, photo_idx, linked = sketch_idx[shard], photo_idx[shard], linked[shard]
         data = self.sampler.data
+        photo_key, sketch_key = photo_idx, data.sketch_to_photo[sketch_idx]
+        if data.photo_instance is not None:  # every rendering of a sketch's item is its instance positive
+            photo_key, sketch_key = data.photo_instance[photo_idx], data.sketch_instance[sketch_idx]
         return StepBatch(global_step, self._images("sketch", sketch_idx), self._images("photo", photo_idx),
-                         data.sketch_labels[sketch_idx], data.photo_labels[photo_idx], photo_idx, linked,
-                         data.sketch_to_photo[sketch_idx])
+                         data.sketch_labels[sketch_idx], data.photo_labels[photo_idx], photo_key, linked,
+                         sketch_key)
 
 
 def use_cache(data: TrainSplit, image_size: int, cache: str, cache_max_mb: int) -> bool:

@@ -64,9 +64,11 @@ class RuntimeConfig:
 
 @dataclass
 class TrainSection:
-    """``params.yaml`` ``train``: the dataset methods train on, and how runs are carried out."""
+    """``params.yaml`` ``train``: the dataset methods train on (and the artwork styles of its items whose training
+    rows join it), and how runs are carried out."""
 
     dataset: str
+    styles: list[str]
     runtime: RuntimeConfig
 
 

@@ -44,9 +44,12 @@ class SearchBundle:
         self.index: RetrievalIndex = bundle_layout.read_index(self.dir)
         self.gallery = bundle_layout.read_gallery(self.dir).set_index("id", drop=False)
         self.limits = limits or UploadLimits()
+        if "style" not in self.gallery:  # a bundle from before photo styles: one style, its dataset's
+            self.gallery["style"] = str(self.meta["champion"].get("dataset", ""))
         self._normalised = self.gallery["category"].map(normalize_category).to_numpy()
+        self._styles = self.gallery["style"].astype(str).to_numpy()
         # each photo's fields as plain strings, looked up by id: pandas' .loc cost ~50 µs a hit
-        self._entries = dict(zip(self.gallery["id"].tolist(), self.gallery[["category", "instance_id", "label"]]
+        self._entries = dict(zip(self.gallery["id"].tolist(), self.gallery[["category", "instance_id", "label", "style"]]
                                  .astype(str).to_dict("records"), strict=True))
         self._vectors: np.ndarray | None = None
 
@@ -63,42 +66,50 @@ class SearchBundle:
         return {"model": {key: champion[key] for key in ("method", "version", "dataset", "protocol", "score")},
                 "embedding_dim": self.meta["embedding_dim"], "gallery_size": self.size,
                 "gallery": self.meta["gallery"]["source"], "index": self.meta["index"],
-                "categories": self.meta["gallery"]["categories"], "capabilities": self.capabilities,
+                "categories": self.meta["gallery"]["categories"],
+                "styles": sorted(set(self._styles.tolist())), "capabilities": self.capabilities,
                 "limits": self.limits.to_dict()}
 
     def encode(self, images: list[Image.Image], domain: str) -> np.ndarray:
         model = self.sketch_model if domain == "sketch" else self.photo_model
         return model.encode(images, domain)
 
-    def _category_rows(self, category: str) -> np.ndarray:
-        wanted = normalize_category(category)
-        rows = np.flatnonzero(self._normalised == wanted)
-        if rows.size == 0:
-            known = self.meta["gallery"]["categories"]
-            raise BadUpload(f"category: {category!r} is not a category of the gallery; known: "
-                            f"{', '.join(known[:20])}{' …' if len(known) > 20 else ''}", 422)
-        return rows
+    def _filtered_rows(self, category: str | None, style: str | None) -> np.ndarray:
+        """Gallery rows of one category and/or one photo style; a 422 naming the known values otherwise."""
+        keep = np.ones(self.size, dtype=bool)
+        for field, value, column, known in (
+                ("category", category, self._normalised, self.meta["gallery"]["categories"]),
+                ("style", style, self._styles, sorted(set(self._styles.tolist())))):
+            if value:
+                wanted = normalize_category(value) if field == "category" else value
+                match = column == wanted
+                if not match.any():
+                    raise BadUpload(f"{field}: {value!r} is not a {field} of the gallery; known: "
+                                    f"{', '.join(known[:20])}{' …' if len(known) > 20 else ''}", 422)
+                keep &= match
+        return np.flatnonzero(keep)
 
     def _gallery_vectors(self) -> np.ndarray:
-        if self._vectors is None:  # only a category filter needs them: rebuilt from the index once
+        if self._vectors is None:  # only a filter needs them: rebuilt from the index once
             self._vectors = self.index.vectors()
         return self._vectors
 
-    def search(self, sketch: Image.Image, k: int = 12, category: str | None = None) -> dict[str, Any]:
-        """The sketch's top-k gallery photos (optionally of one category), best first."""
+    def search(self, sketch: Image.Image, k: int = 12, category: str | None = None,
+               style: str | None = None) -> dict[str, Any]:
+        """The sketch's top-k gallery photos (optionally of one category and/or photo style), best first."""
         started = time.perf_counter()
         k = check_k(k, self.limits)
         check_has_ink(sketch)
-        return self.rank(self.encode([sketch], "sketch"), k, category, started)
+        return self.rank(self.encode([sketch], "sketch"), k, category, started, style)
 
     def rank(self, query: np.ndarray, k: int, category: str | None = None,
-             started: float | None = None) -> dict[str, Any]:
+             started: float | None = None, style: str | None = None) -> dict[str, Any]:
         """The top-k gallery photos of an encoded sketch (``query``: one row), as ``search`` answers them; the
         service encodes in batches across requests (``serving.batching``) and ranks here."""
         started = time.perf_counter() if started is None else started
         k = check_k(k, self.limits)
-        if category:
-            rows = self._category_rows(category)
+        if category or style:
+            rows = self._filtered_rows(category, style)
             scores, local = top_k(query, self._gallery_vectors()[rows], k)
             ids = rows[local[0]]
         else:

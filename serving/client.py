@@ -39,6 +39,7 @@ class SearchHit:
     instance_id: str
     label: str
     image_url: str
+    style: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,9 @@ class SketchSearchClient:
         data = {key: str(value) for key, value in fields.items() if value is not None}
         return self._call("POST", f"/{api}", files=files, data=data).json()
 
-    def search(self, image: ImageInput, k: int = 12, category: str | None = None) -> SearchResponse:
-        document = self._post("search", {"sketch": image}, k=k, category=category)
+    def search(self, image: ImageInput, k: int = 12, category: str | None = None,
+               style: str | None = None) -> SearchResponse:
+        document = self._post("search", {"sketch": image}, k=k, category=category, style=style)
         return SearchResponse(tuple(SearchHit(**hit) for hit in document["results"]), document["k"],
                               document["gallery_size"], document["model"], document["elapsed_ms"])
 

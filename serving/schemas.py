@@ -15,6 +15,8 @@ K = Annotated[int, Field(description="how many gallery photos to return (1 … t
                                      "gallery holds returns the whole gallery)", examples=[12])]
 Category = Annotated[str | None, Field(description="only photos of this gallery category (case, spaces, hyphens "
                                                    "and underscores ignored); omit for all", examples=["cat-face"])]
+Style = Annotated[str | None, Field(description="only photos of this style (the artwork set it came from, e.g. "
+                                                "`twemoji`; `/info` lists them); omit for all", examples=["fluent_3d"])]
 PhotoId = Annotated[int, Field(description="a gallery photo's id (a search result's `id`)", examples=[17])]
 
 
@@ -25,6 +27,7 @@ class SearchHit(BaseModel):
     category: str = Field(examples=["cat-face"])
     instance_id: str = Field(description="the photo's instance (for OpenMoji: the emoji hexcode)", examples=["1F638"])
     label: str = Field(examples=["grinning cat face with smiling eyes"])
+    style: str = Field(description="the photo's style: the set it came from", examples=["openmoji_zs"])
     image_url: str = Field(description="the photo's thumbnail", examples=["/gallery/114.png"])
 
 

@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 
 from sbir.bundle_layout import meta_path, read_meta
 from serving.guards import RequestGuard, install_form_checks, refuse
-from serving.schemas import Category, Explanation, ImageUpload, K, PhotoId, SearchResponse, Synthesis
+from serving.schemas import Category, Explanation, ImageUpload, K, PhotoId, SearchResponse, Style, Synthesis
 from serving.settings import API_THREADS, BUNDLE, MAX_LATENCY_MS, TORCH_THREADS, upload_limits
 from serving.uploads import BadUpload, Upload, check_has_ink, check_k, decode_image
 
@@ -112,13 +112,16 @@ class SketchSearch:
         return self._encode(images, "photo")
 
     @bentoml.api
-    async def search(self, sketch: ImageFile, k: K = 12, category: Category = None) -> SearchResponse:
-        """The top-k gallery photos for a sketch: id, score, category, instance id, label and image URL. The
+    async def search(self, sketch: ImageFile, k: K = 12, category: Category = None,
+                     style: Style = None) -> SearchResponse:
+        """The top-k gallery photos for a sketch: id, score, category, instance id, label, style and image URL
+        (optionally of one category and/or one photo style). The
         sketch is encoded in one batch with concurrent requests' sketches (``serving.batching``)."""
         started = time.perf_counter()
         picture = await self._off_loop(self._sketch, sketch, lambda: check_k(k, self.limits))
         query = await self.sketches([picture])
-        return SearchResponse.model_validate(await self._off_loop(self.bundle.rank, query, k, category, started))
+        return SearchResponse.model_validate(await self._off_loop(self.bundle.rank, query, k, category, started,
+                                                                       style))
 
     @bentoml.api
     async def explain(self, sketch: ImageFile, photo_id: PhotoId) -> Explanation:

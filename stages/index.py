@@ -4,11 +4,13 @@ Embeds a gallery with the champion's photo encoder (``stages.model_store``) and 
 ``sbir.index``: exact by default; approximate (HNSW or IVF) when asked, or with ``kind: auto`` for galleries
 above ``approximate_above`` — then its recall@k against the exact index is measured (on sketch queries where the
 dataset has them) and stored with it. The gallery is a prepared dataset's photos (``splits``; all by default) or
-a user's folder of photos (``folder``; a photo's category is its parent folder's name).
+a user's folder of photos (``folder``; a photo's category is its parent folder's name), with the photo styles of
+``styles`` (other artists' pictures of the same items, e.g. Twemoji and Fluent for OpenMoji-ZS) beside its own:
+each photo's ``style`` (the set it came from) lets a search ask for one style.
 
 Output ``artifacts/serving/bundle/`` (written beside and swapped in whole), laid out by ``sbir.bundle_layout``:
 the champion's model tags, the gallery, the index and its recall as metadata, the index, the gallery table (id,
-path, category, instance id, label) and a thumbnail per photo. ``package`` ships it in the Bento. Where a shared
+path, category, instance id, label, style) and a thumbnail per photo. ``package`` ships it in the Bento. Where a shared
 model store is set (``register.store`` or ``ZSSBIR_MODEL_STORE``), the bundle is published there beside its
 champion (``stages.shared_store``), for deployments that pull the champion instead of building it.
 """
@@ -32,10 +34,10 @@ from PIL import Image
 from models.checkpoint import load_model
 from models.embed import embed_paths
 from sbir import bundle_layout, paths
-from sbir.config import Count, Params, PositiveInt, as_params
+from sbir.config import ConfigError, Count, Params, PositiveInt, as_params
 from sbir.images import flatten_alpha
 from sbir.index import IndexSpec, build_index, recall_at_k
-from sbir.manifest import read_manifest
+from sbir.manifest import Manifest, read_manifest
 from sbir.stage import run_stage, stage_parser
 from stages.model_store import Registry, RegistryError
 from stages.shared_store import SharedStore, publish_bundle, store_url
@@ -50,6 +52,7 @@ class IndexParams:
 
     dataset: str
     splits: list[str]  # empty: every split
+    styles: list[str]  # photo styles of the dataset's items (artwork sets drawn for it) that join the gallery
     folder: str  # a user's photo folder instead of the dataset
     kind: Literal["exact", "hnsw", "ivf", "auto"]
     approximate_above: PositiveInt  # auto: IVF above this many photos
@@ -80,18 +83,35 @@ def gallery_rows(settings: IndexParams, root: Path = Path(".")) -> tuple[pd.Data
             raise FileNotFoundError(f"index.folder {folder} holds no images ({sorted(IMAGE_SUFFIXES)})")
         rows = pd.DataFrame({"path": [p.relative_to(folder).as_posix() for p in files], "file": files,
                              "category": [p.parent.name if p.parent != folder else "" for p in files],
-                             "instance_id": [p.stem for p in files], "label": [p.stem for p in files]})
+                             "instance_id": [p.stem for p in files], "label": [p.stem for p in files],
+                             "style": folder.name})
         return rows, None
     manifest = read_manifest(root / paths.prepared_dir(settings.dataset))
     frame = manifest.frame
     if settings.splits:
         frame = frame[frame["split"].isin(settings.splits)]
-    rows = frame[frame["domain"] == "photo"].loc[:, ["path", "category", "instance_id"]].reset_index(drop=True)
-    rows["file"] = [manifest.resolve(p) for p in rows["path"]]
+    parts = [_photos(manifest, frame, settings.dataset)]
+    for style in settings.styles:
+        gallery = read_manifest(root / paths.prepared_dir(style))
+        if gallery.extra.get("gallery_for") != settings.dataset or gallery.extra.get("domains") != ["photo"]:
+            raise ConfigError(f"index.styles lists '{style}', which is not a photo style of {settings.dataset} "
+                             f"(domains {gallery.extra.get('domains')}, drawn for {gallery.extra.get('gallery_for')})")
+        styled = gallery.frame[gallery.frame["split"].isin(settings.splits)] if settings.splits else gallery.frame
+        parts.append(_photos(gallery, styled, style))
+    rows = pd.concat(parts, ignore_index=True)
     rows["label"] = [emoji_label(i) if settings.dataset.startswith("openmoji") else i for i in rows["instance_id"]]
     sketches = frame[frame["domain"] == "sketch"].head(1000).copy()
     sketches["file"] = [manifest.resolve(p) for p in sketches["path"]]
     return rows, sketches
+
+
+def _photos(manifest: Manifest, frame: pd.DataFrame, style: str) -> pd.DataFrame:
+    """A manifest's photo rows with their files and style (the set's name)."""
+    rows = frame[frame["domain"] == "photo"].loc[:, ["path", "category", "instance_id"]].reset_index(drop=True)
+    rows["path"] = [f"{style}/{p}" for p in rows["path"]]
+    rows["style"] = style
+    rows["file"] = [manifest.resolve(p) for p in frame[frame["domain"] == "photo"]["path"]]
+    return rows
 
 
 def write_thumbnails(files: list[Path], bundle: Path, size: int) -> None:
@@ -135,8 +155,10 @@ def build_bundle(registry: Registry, dataset: str, protocol: str, settings: Inde
     meta = {"champion": {key: champion[key] for key in ("version", "method", "dataset", "protocol", "score",
                                                         "models")},
             "gallery": {"source": settings.folder or f"{settings.dataset} photos "
-                                                     f"({', '.join(settings.splits) or 'every split'})",
-                        "size": len(rows), "categories": sorted(set(rows["category"]) - {""})},
+                                                     f"({', '.join(settings.splits) or 'every split'})"
+                                                     + "".join(f" + {style}" for style in settings.styles),
+                        "size": len(rows), "categories": sorted(set(rows["category"]) - {""}),
+                        "styles": {str(k): int(v) for k, v in rows["style"].value_counts(sort=False).items()}},
             "index": quality, "embedding_dim": int(vectors.shape[1])}  # no timings: the bundle is reproducible
     bundle_layout.write_meta(tmp, meta)
     if out.exists():

@@ -5,7 +5,7 @@ autocast on CUDA, data-parallel under torchrun (``torchrun --nproc-per-node 2 -m
 resumable after a kill from ``artifacts/train_state/<model>/<dataset>/`` (removed once training completes).
 A baseline has nothing to learn: its folder holds its params (and random weights, for a CNN).
 
-Params: ``train`` (dataset, runtime) and the model's own section (``<model>.train``, ``<model>.model``, or a
+Params: ``train`` (dataset, the artwork styles whose training rows join it, runtime) and the model's own section (``<model>.train``, ``<model>.model``, or a
 baseline's arguments). Outputs: ``artifacts/checkpoints/<model>/`` (checkpoint format v1) and
 ``artifacts/train/<model>/`` (DVCLive log, ``summary.json``).
 """
@@ -28,7 +28,8 @@ from models.registry import create_model, is_baseline, kind_of
 from sbir import paths
 from sbir.config import ConfigError, Params
 from sbir.io import atomic_write_json
-from sbir.manifest import read_manifest
+from sbir.datasets.artwork import HELD_OUT
+from sbir.manifest import Manifest, ManifestError, read_manifest
 from sbir.stage import run_stage, stage_parser
 
 log = logging.getLogger("stages.train")
@@ -50,6 +51,26 @@ def method_settings(params: Params, name: str) -> tuple[Method, TrainConfig]:
     method = create_model(name, values.model, f"{params.source}: {name}.model")
     method.use_dataset(params.value("train.dataset", str))
     return method, values.train
+
+
+def training_styles(dataset: str, styles: list[str]) -> list[Manifest]:
+    """The prepared artwork sets of ``train.styles``, each drawn for ``dataset``; a held-out style (never trained
+    on: its numbers measure generalisation) or a set of another dataset is a ConfigError."""
+    held_out = sorted(set(styles) & set(HELD_OUT))
+    if held_out:
+        raise ConfigError(f"train.styles lists {held_out}: held-out styles are never trained on (their cross-style "
+                          f"numbers measure generalisation); drop them from train.styles")
+    manifests = []
+    for name in styles:
+        try:
+            manifest = read_manifest(paths.prepared_dir(name))
+        except ManifestError as error:
+            raise ConfigError(f"train.styles lists '{name}': {error}") from error
+        if manifest.extra.get("gallery_for") != dataset:
+            raise ConfigError(f"train.styles lists '{name}', drawn for {manifest.extra.get('gallery_for')!r}, not "
+                              f"for train.dataset {dataset!r}")
+        manifests.append(manifest)
+    return manifests
 
 
 class DVCLiveEpochs:
@@ -78,16 +99,18 @@ def train_method(name: str, params: Params, *, progress: bool = True, stop_after
     state_dir = paths.train_state_dir(name, settings.dataset)
     log_dir = paths.train_log_dir(name)
     manifest = read_manifest(paths.prepared_dir(settings.dataset))
-    data = read_split(manifest, "train")
+    data = read_split(manifest, "train", training_styles(settings.dataset, settings.styles))
     live = Live(str(log_dir / "dvclive"), dvcyaml=None, save_dvc_exp=False, report=None,
                 resume=(state_dir / "state.pt").is_file()) if ctx.is_main else None
-    log.info("training %s on %s: %d sketches, %d photos, %d categories, %d epochs", name, settings.dataset,
-             len(data.sketch_paths), len(data.photo_paths), data.num_classes, config.epochs)
+    log.info("training %s on %s%s: %d sketches, %d photos, %d categories, %d epochs", name, settings.dataset,
+             f" + styles {', '.join(settings.styles)}" if settings.styles else "", len(data.sketch_paths),
+             len(data.photo_paths), data.num_classes, config.epochs)
     started = time.perf_counter()
     net, times = train(method, config, settings.runtime, data, state_dir, log_epoch=DVCLiveEpochs(live) if live else None,
                        on_checkpoint=on_checkpoint, progress=progress, stop_after_steps=stop_after_steps, ctx=ctx)
     train_seconds = time.perf_counter() - started
-    summary = {"model": name, "method": name, "dataset": settings.dataset, "world_size": ctx.world_size,
+    summary = {"model": name, "method": name, "dataset": settings.dataset, "styles": settings.styles,
+               "world_size": ctx.world_size,
                "device": str(ctx.device), "train_sketches": len(data.sketch_paths),
                "train_photos": len(data.photo_paths), "categories": data.num_classes, "steps": times.steps,
                "train_seconds": round(train_seconds, 1), "data_share_of_step": round(times.data_share, 4),
@@ -95,7 +118,7 @@ def train_method(name: str, params: Params, *, progress: bool = True, stop_after
                "completed": times.completed}
     if ctx.is_main and times.completed:
         save_method(paths.checkpoint_dir(name), method, net,
-                    {"dataset": settings.dataset, "train_categories": data.categories,
+                    {"dataset": settings.dataset, "styles": settings.styles, "train_categories": data.categories,
                      "data_fingerprint": data.fingerprint, "train": asdict(config)})
         atomic_write_json(log_dir / "summary.json", summary)
         shutil.rmtree(state_dir, ignore_errors=True)

@@ -6,7 +6,9 @@ hand-drawn perturbation of an emoji's line layer) rendered as sketches look in t
 - ``thick_marker``: a thick black marker (3× width);
 - ``faint_scan``: a faint scan: low contrast (ink 185 on paper 238), sensor noise and a slight blur;
 - ``tiny_bitmap``: drawn as a 20 px bitmap, then upscaled to the image size (blocky);
-- ``off_centre_partial``: drawn at 60 % size in a corner of the canvas with a fifth of one side cut away.
+- ``off_centre_partial``: drawn at 60 % size in a corner of the canvas with a fifth of one side cut away;
+- ``rough``: a hand-drawn two-pass wobble, simplified, with uneven pressure (``stroke_styles.rough_style``: other
+  settings than the stroke augmentation training may use).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image, ImageFilter
 
+from sbir.datasets.stroke_styles import rough_style
 from sbir.datasets.strokes import Stroke, rasterize
 
 StyleRenderer = Callable[[list[Stroke], int, np.random.Generator], Image.Image]
@@ -70,6 +73,7 @@ STYLES: dict[str, StyleRenderer] = {
     "faint_scan": _faint_scan,
     "tiny_bitmap": _tiny_bitmap,
     "off_centre_partial": _off_centre_partial,
+    "rough": rough_style,
 }
 
 

@@ -17,6 +17,7 @@
   const upload = $("upload");
   const category = $("category");
   const categoryList = $("category-list");
+  const styleSelect = $("style");
   const kSelect = $("k");
   const statusLine = $("status");
   const modelInfo = $("model-info");
@@ -340,6 +341,8 @@
       form.append("k", kSelect.value);
       const wanted = category.value.trim();
       if (wanted) form.append("category", wanted);
+      const style = styleSelect.value;
+      if (style) form.append("style", style);
       const response = await fetch("/search", { method: "POST", body: form, signal: controller.signal });
       if (!response.ok) {
         const message = await readError(response);
@@ -361,6 +364,7 @@
       let text = `${items.length} result${items.length === 1 ? "" : "s"} in ${Math.round(elapsed)} ms`;
       if (typeof body.elapsed_ms === "number") text += ` (server ${body.elapsed_ms.toFixed(1)} ms)`;
       if (wanted) text += ` · category “${wanted}”`;
+      if (style) text += ` · style ${style}`;
       setStatus(text, "ok");
       finishSearch("done");
     } catch (error) {
@@ -381,6 +385,7 @@
 
   kSelect.addEventListener("change", changed);
   category.addEventListener("input", changed);
+  styleSelect.addEventListener("change", changed);
 
   // ---------------------------------------------------------------- results
   let selectedCard = null;
@@ -396,6 +401,7 @@
       card.dataset.id = String(item.id);
       card.dataset.instanceId = String(item.instance_id ?? "");
       card.dataset.category = String(item.category ?? "");
+      card.dataset.style = String(item.style ?? "");
       card.dataset.rank = String(item.rank ?? "");
       card.setAttribute("aria-pressed", "false");
       const label = item.label ? `${item.label} ` : "";
@@ -426,7 +432,11 @@
       instance.className = "instance-id";
       instance.textContent = item.label ? `${item.instance_id} · ${item.label}` : String(item.instance_id ?? "");
 
-      card.append(img, rank, score, cat, instance);
+      const style = document.createElement("span");
+      style.className = "style";
+      style.textContent = item.style ?? "";
+
+      card.append(img, rank, score, cat, instance, style);
       card.addEventListener("click", () => explain(item, card));
       li.append(card);
       results.append(li);
@@ -534,6 +544,10 @@
       applyLimits(info.limits);
       if (Array.isArray(info.categories)) {
         categoryList.replaceChildren(...info.categories.map((name) => new Option(String(name))));
+      }
+      if (Array.isArray(info.styles) && info.styles.length > 1) {
+        styleSelect.replaceChildren(new Option("every style", ""),
+                                    ...info.styles.map((name) => new Option(String(name), String(name))));
       }
       document.body.dataset.info = "loaded";
     } catch (error) {

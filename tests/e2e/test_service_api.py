@@ -20,7 +20,7 @@ from serving.client import Explanation, SearchHit, SearchResponse, ServiceError,
 pytestmark = pytest.mark.slow
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-HIT_FIELDS = {"rank", "id", "score", "category", "instance_id", "label", "image_url"}
+HIT_FIELDS = {"rank", "id", "score", "category", "instance_id", "label", "image_url", "style"}
 API_ROUTES = {"/search": ["sketch"], "/explain": ["sketch", "photo_id"], "/synthesize": ["sketch"],
               "/encode_sketch": ["images"], "/encode_photo": ["images"]}
 
@@ -142,6 +142,15 @@ def test_every_category_of_info_can_be_filtered(client: SketchSearchClient, sket
         assert hits and {hit.category for hit in hits} == {category}
         seen += len(hits)
     assert seen == info["gallery_size"]
+
+
+def test_style_filter_over_http(client: SketchSearchClient, sketches: list[Path], info: dict):
+    assert info["styles"] == ["photo"]  # a folder gallery: one style, the folder's name
+    hits = client.search(sketches[0], k=5, style="photo", category="animal-mammal").results
+    assert len(hits) == 5 and {(hit.style, hit.category) for hit in hits} == {("photo", "animal-mammal")}
+    with pytest.raises(ServiceError) as caught:
+        client.search(sketches[0], style="fluent_3d")
+    assert caught.value.status == 422 and "style: 'fluent_3d' is not a style of the gallery; known: photo" in str(caught.value)
 
 
 def test_unknown_category_is_a_422_listing_the_known_ones(client: SketchSearchClient, sketches: list[Path],
