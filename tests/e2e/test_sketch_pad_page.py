@@ -36,6 +36,7 @@ INK_PER_RESULT = 150
 TOO_LITTLE_INK = 147  # pixels of the 384² pad: 0.1 %, the real service's blank threshold (sbir.ink.BLANK_INK_FRACTION)
 GALLERY_SIZE = 40
 CATEGORIES = ("animal-mammal", "food-fruit", "travel-places", "objects-tool")
+STYLES = ("openmoji_zs", "twemoji", "fluent_3d")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8"}
 
@@ -123,7 +124,7 @@ def make_handler(state: FakeService) -> type[BaseHTTPRequestHandler]:
             elif path == "/info":
                 self.send_json(200, {"model": {"method": "dsn", "version": "fake-1"}, "gallery_size": GALLERY_SIZE,
                                      "capabilities": ["search", "explain"], "limits": {"max_k": 48},
-                                     "categories": list(CATEGORIES)})
+                                     "categories": list(CATEGORIES), "styles": list(STYLES)})
             elif path.startswith("/gallery/") and path.endswith(".png"):
                 photo = int(path[len("/gallery/"):-len(".png")])
                 shade = (photo * 37) % 200
@@ -144,8 +145,9 @@ def make_handler(state: FakeService) -> type[BaseHTTPRequestHandler]:
             if self.path == "/search":
                 k = int(fields["k"][0])
                 category = fields["category"][0].decode() if "category" in fields else None
+                style = fields["style"][0].decode() if "style" in fields else None
                 with state.lock:
-                    state.searches.append({"ink": ink, "size": size, "k": k, "category": category,
+                    state.searches.append({"ink": ink, "size": size, "k": k, "category": category, "style": style,
                                            "filename": filename, "content_type": content_type})
                 if ink < TOO_LITTLE_INK:  # as the real service answers a blank or near-blank sketch
                     self.send_json(422, {"error": "sketch: the sketch is empty (its strokes cover 0.010% of the "
@@ -158,7 +160,8 @@ def make_handler(state: FakeService) -> type[BaseHTTPRequestHandler]:
                     results.append({"rank": rank, "id": photo, "score": round(0.95 - 0.0137 * rank, 6),
                                     "category": category or CATEGORIES[photo % len(CATEGORIES)],
                                     "instance_id": f"1F{400 + photo}", "label": f"emoji {photo}",
-                                    "image_url": f"/gallery/{photo}.png"})
+                                    "image_url": f"/gallery/{photo}.png",
+                                    "style": style or STYLES[photo % len(STYLES)]})
                 self.send_json(200, {"results": results, "k": k, "gallery_size": GALLERY_SIZE,
                                      "model": {"method": "dsn", "version": "fake-1"}, "elapsed_ms": 1.5})
             elif self.path == "/explain":
@@ -212,6 +215,7 @@ def results_on_page(driver) -> list[dict]:
     return driver.execute_script("""
         return Array.from(document.querySelectorAll('#results .result')).map((card) => ({
             id: card.dataset.id, instanceId: card.dataset.instanceId, category: card.dataset.category,
+            style: card.dataset.style,
             rank: card.querySelector('.rank').textContent, score: card.querySelector('.score').textContent,
             src: card.querySelector('img').getAttribute('src')}));""")
 
@@ -222,7 +226,7 @@ TWO_STROKES = [[(15, 20), (50, 55), (85, 85)], [(10, 75), (90, 75)]]
 
 def test_draw_search_explain_undo_clear(page):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver, state = page
     canvas = driver.find_element(By.ID, "pad")
@@ -274,6 +278,17 @@ def test_draw_search_explain_undo_clear(page):
     done = wait_for_state(driver, "done", done)
     assert state.last_search()["category"] == "food-fruit"
     assert {r["category"] for r in results_on_page(driver)} == {"food-fruit"}
+
+    # The photo style (from /info) goes with the search too; "every style" sends none.
+    style = Select(driver.find_element(By.ID, "style"))
+    assert [o.get_attribute("value") for o in style.options] == ["", *STYLES]
+    style.select_by_value("fluent_3d")
+    done = wait_for_state(driver, "done", done)
+    assert state.last_search()["style"] == "fluent_3d" and state.last_search()["category"] == "food-fruit"
+    assert {r["style"] for r in results_on_page(driver)} == {"fluent_3d"}
+    style.select_by_value("")
+    done = wait_for_state(driver, "done", done)
+    assert state.last_search()["style"] is None
 
     # Undo removes the last stroke (less ink, a new search with fewer results); Ctrl+Z the first one.
     driver.find_element(By.ID, "undo").click()
