@@ -46,6 +46,9 @@ VARIANTS: dict[str, tuple[str, list[str], dict[str, Any]]] = {
     "dsn + photo styles (7 ep)": ("dsn", PHOTO_STYLES, {"train": {"epochs": 7}}),
     "dsn + sketch styles (7 ep)": ("dsn", SKETCH_STYLES, {"train": {"epochs": 7}}),
     "dsn + all styles (7 ep)": ("dsn", PHOTO_STYLES + SKETCH_STYLES, {"train": {"epochs": 7}}),
+    "dsn + all styles (5 ep)": ("dsn", PHOTO_STYLES + SKETCH_STYLES, {"train": {"epochs": 5}}),
+    "dsn + all styles + strokes (5 ep)": ("dsn", PHOTO_STYLES + SKETCH_STYLES + ["openmoji_strokes"],
+                                          {"train": {"epochs": 5}}),
 }
 
 
