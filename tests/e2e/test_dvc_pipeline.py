@@ -54,8 +54,13 @@ def test_repro_runs_every_stage_of_every_model(project: Path) -> None:
         assert document["explanations"]["sheets"] and {n[:4] for n in document["explanations"]["sheets"]} <= {"hit_", "miss"}
     assert "reranked" in metrics["zse"] and "reranked" not in metrics["dsn"]  # the relation network re-scores
     assert (project / "artifacts/clip/openmoji_zs/model.safetensors").is_file()  # pretrain_clip, then frozen
-    styles = set(yaml.safe_load((project / "params.yaml").read_text())["restyle"]["styles"])
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    styles = set(params["restyle"]["styles"]) | set(params["evaluate"]["cross_sketches"])  # redrawn + artists'
     assert set(metrics["dsn"]["style_shift"]) == set(metrics["baseline_hog"]["style_shift"]) == styles
+    assert set(metrics["dsn"]["cross_gallery"]) == set(params["evaluate"]["cross_galleries"])
+    assert set(metrics["dsn"]["mixed_gallery"]["photos_per_style"]) == {"own", *params["evaluate"]["cross_galleries"]}
+    trained = json.loads((project / "artifacts/checkpoints/dsn/config.json").read_text())
+    assert trained["styles"] == params["train"]["styles"]  # the default trains on the artwork styles
     assert (project / "artifacts/checkpoints/dsn/model.safetensors").is_file()
     for name in metrics:
         config = json.loads((project / f"artifacts/checkpoints/{name}/config.json").read_text())

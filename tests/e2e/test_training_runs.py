@@ -19,7 +19,7 @@ from sbir.config import overlay
 
 pytestmark = pytest.mark.slow
 
-CHANGES = {"train": {"dataset": "openmoji_zs", "runtime": {"num_threads": 1, "checkpoint_every": 3, "workers": 1,
+CHANGES = {"train": {"dataset": "openmoji_zs", "styles": [], "runtime": {"num_threads": 1, "checkpoint_every": 3, "workers": 1,
                                                         "cache": "none"}},
           "dsn": {"train": {"epochs": 2, "batch_size": 8, "lr": 0.002},
                   "model": {"image_size": 32, "embedding_dim": 32, "projection_dim": 16, "memory_size": 4}}}
