@@ -6,7 +6,7 @@ embedded and evaluated like the pipeline (``stages.evaluate``: unseen categories
 the mixed gallery, every sketch style as queries). HOG and the frozen ImageNet baseline are evaluated the same way
 (no training) as the bars every model must clear. Results accumulate in
 benchmarks/results/style_ablation.{json,md}; a variant already there is skipped unless ``--again``:
-``python benchmarks/style_ablation.py --only none all``. Needs the prepared sets (`dvc repro prepare_artwork
+``python benchmarks/style_ablation.py --only none all``. Needs the prepared sets (`dvc repro validate_artwork
 restyle`, or `make run`).
 """
 

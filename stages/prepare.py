@@ -1,6 +1,7 @@
-"""Stage ``prepare``: build one dataset's manifest (and images) under ``data/prepared/<dataset>/``.
+"""Stage ``prepare``: build a dataset's manifest (and images) under ``data/prepared/<dataset>/``.
 
-Params: ``prepare.<dataset>`` (the dataset's constructor arguments, see ``sbir.datasets``).
+Params: ``prepare.<dataset>`` (the dataset's constructor arguments, see ``sbir.datasets``). ``--dataset`` may be
+given several times (``prepare_artwork`` builds every artwork set in one process, in the order given).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sbir import paths
-from sbir.config import Params
+from sbir.config import ConfigError, Params
 from sbir.datasets import create, summarize
 from sbir.manifest import Manifest
 from sbir.stage import run_stage, stage_parser
@@ -29,15 +30,25 @@ def prepare_dataset(name: str, params: dict, out_dir: Path, progress: bool = Tru
 
 
 def run_prepare(args: argparse.Namespace, params: Params) -> dict[str, Any]:
-    started = time.perf_counter()
-    manifest = prepare_dataset(args.dataset, params.section(f"prepare.{args.dataset}"),
-                               args.out or paths.prepared_dir(args.dataset), progress=not args.no_progress)
-    return {"dataset": args.dataset, "seconds": round(time.perf_counter() - started, 1), **summarize(manifest.frame)}
+    if args.out and len(args.dataset) > 1:
+        raise ConfigError("--out names one folder: give one --dataset with it")
+    summaries = []
+    for name in args.dataset:
+        started = time.perf_counter()
+        manifest = prepare_dataset(name, params.section(f"prepare.{name}"), args.out or paths.prepared_dir(name),
+                                   progress=not args.no_progress)
+        summaries.append({"dataset": name, "seconds": round(time.perf_counter() - started, 1),
+                          **summarize(manifest.frame)})
+    if len(summaries) == 1:
+        return summaries[0]
+    return {"datasets": len(summaries), **{item["dataset"]: f"{item['images']} images in {item['seconds']} s"
+                                           for item in summaries}}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", required=True, help="registered dataset name, e.g. openmoji_zs")
+    parser.add_argument("--dataset", required=True, action="append",
+                        help="registered dataset name, e.g. openmoji_zs (repeat for several)")
     parser.add_argument("--out", type=Path, default=None, help="default: data/prepared/<dataset>")
     return run_stage("prepare", parser, run_prepare, argv)
 

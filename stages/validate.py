@@ -26,7 +26,7 @@ from sbir import paths
 from sbir.integrity import category_splits, file_facts, group_counts, relation_facts
 from sbir.io import atomic_write_text
 from sbir.manifest import COLUMNS, DOMAINS, SPLITS, read_manifest
-from sbir.config import Count, Params, PositiveInt
+from sbir.config import ConfigError, Count, Params, PositiveInt
 from sbir.errors import DataError
 from sbir.stage import run_stage, stage_parser
 MAX_LISTED = 50  # offending rows listed per failed check
@@ -154,21 +154,26 @@ def format_failures(report: dict[str, Any]) -> str:
 
 
 def run_validate(args: argparse.Namespace, params: Params) -> int:
-    report_path = args.report or paths.validation_report(args.dataset)
-    report = validate_dataset(args.prepared or paths.prepared_dir(args.dataset), params.read(ValidateParams, "validate"),
-                              progress=not args.no_progress)
-    atomic_write_text(report_path, json.dumps(report, indent=2))
-    if not report["success"]:
-        print(format_failures(report), file=sys.stderr)
-        print(f"full report: {report_path}", file=sys.stderr)
-        return DataError.exit_code
-    print(f"validation passed: {len(report['checks'])} checks on {report['images']} images -> {report_path}")
-    return 0
+    if (args.report or args.prepared) and len(args.dataset) > 1:
+        raise ConfigError("--report and --prepared name one dataset's files: give one --dataset with them")
+    settings = params.read(ValidateParams, "validate")
+    failed = 0
+    for name in args.dataset:
+        report_path = args.report or paths.validation_report(name)
+        report = validate_dataset(args.prepared or paths.prepared_dir(name), settings, progress=not args.no_progress)
+        atomic_write_text(report_path, json.dumps(report, indent=2))
+        if not report["success"]:
+            print(format_failures(report), file=sys.stderr)
+            print(f"full report: {report_path}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"validation passed: {len(report['checks'])} checks on {report['images']} images -> {report_path}")
+    return DataError.exit_code if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset", required=True, action="append", help="repeat to validate several datasets")
     parser.add_argument("--prepared", type=Path, default=None, help="default: data/prepared/<dataset>")
     parser.add_argument("--report", type=Path, default=None, help="default: data/reports/validation/<dataset>.json")
     return run_stage("validate", parser, run_validate, argv)

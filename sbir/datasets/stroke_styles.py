@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
-from skimage.measure import approximate_polygon
 
 from sbir.datasets.strokes import VIEWBOX, Stroke
 
@@ -82,6 +81,8 @@ def rough(strokes: list[Stroke], rng: np.random.Generator, roughness: float, pas
 
 def simplify(strokes: list[Stroke], tolerance: float, min_length: float) -> list[Stroke]:
     """Short strokes left out (never all of them), the rest with fewer points."""
+    from skimage.measure import approximate_polygon  # imports scipy.signal (0.6 s): only where strokes are simplified
+
     kept = [s for s in strokes if s.filled or _length(s.points) >= min_length] or strokes
     return [replace(s, points=approximate_polygon(s.points, tolerance)) if len(s.points) > 2 else s for s in kept]
 

@@ -207,14 +207,24 @@ def test_stage_paths_match_dvc_yaml() -> None:
     assert outs("prepare") == {str(paths.prepared_dir("m"))}
     assert outs("validate") == {str(paths.validation_report("m"))}
     assert outs("restyle") == {str(paths.styles_dir("m"))}
-    assert outs("prepare_artwork") == {str(paths.prepared_dir("m"))}
-    assert outs("validate_artwork") == {str(paths.validation_report("m"))}
-    # the artwork sets every model is evaluated on are deps of embed and evaluate, and prepared by the pipeline
-    evaluate = Params.load(Path(__file__).resolve().parents[2] / "params.yaml").section("evaluate")
+    # one stage builds every artwork set (and one validates them): the sets its command names, where paths say
+    built = stages["prepare_artwork"]["cmd"].split("--dataset ")[1:]
+    built = [name.strip() for name in built]
+    assert stages["validate_artwork"]["cmd"].split("--dataset ")[1:] == stages["prepare_artwork"]["cmd"].split(
+        "--dataset ")[1:]
+    assert stages["prepare_artwork"]["outs"] == [str(paths.prepared_dir(name)) for name in built]
+    assert [next(iter(e)) for e in stages["validate_artwork"]["outs"]] == [str(paths.validation_report(n))
+                                                                          for n in built]
+    assert {f"prepare.{name}" for name in built} == set(stages["prepare_artwork"]["params"])
+    # the artwork sets every model is evaluated on, trained on or indexed are built by it and deps where used
+    params = Params.load(Path(__file__).resolve().parents[2] / "params.yaml")
+    evaluate = params.section("evaluate")
     galleries = evaluate["cross_galleries"] + evaluate["cross_sketches"]
-    assert set(galleries) <= set(pipeline["vars"][0]["artwork"])
+    assert set(galleries) | set(params.section("train")["styles"]) | set(params.section("index")["styles"]) <= set(built)
     for stage in ("embed", "evaluate"):
         assert {str(paths.prepared_dir(g)) for g in galleries} <= set(stages[stage]["do"]["deps"])
+    assert {str(paths.prepared_dir(g)) for g in params.section("train")["styles"]} <= set(stages["train"]["do"]["deps"])
+    assert {str(paths.prepared_dir(g)) for g in params.section("index")["styles"]} <= set(stages["index"]["deps"])
     assert {next(iter(e)) if isinstance(e, dict) else e for e in stages["register"]["outs"]} == {
         str(paths.register_report("${evaluate.dataset}"))}
     assert [next(iter(e)) if isinstance(e, dict) else e for e in stages["index"]["outs"]] == [
@@ -222,7 +232,7 @@ def test_stage_paths_match_dvc_yaml() -> None:
     assert [next(iter(e)) for e in stages["package"]["outs"]] == [str(paths.bento_record())]
     assert [next(iter(e)) if isinstance(e, dict) else e for e in stages["pretrain_clip"]["outs"]] == [
         str(paths.pretrained_clip_dir("${train.dataset}")), str(paths.pretrain_log_dir("${train.dataset}"))]
-    models = pipeline["vars"][1]["models"]
+    models = next(entry["models"] for entry in pipeline["vars"] if "models" in entry)
     assert set(models) == {"dsn", "clip_prompt", "zse", "baseline_random", "baseline_imagenet", "baseline_hog"}
     root = Path(__file__).resolve().parents[2]
     for name, entry in models.items():  # every model's code exists; `needs` is code or a pipeline output
