@@ -67,9 +67,9 @@ def read_split(manifest: Manifest, split: str = "train", styles: Sequence[Manife
     of the same items (other artists' renderings, ``sbir.datasets.artwork``) whose rows of the split join it;
     their images link by instance id, so a sketch's instance may have photos in several styles."""
     manifests = [manifest, *styles]
-    frames = [m.select(split=split).assign(file=[m.resolve(p) for p in m.select(split=split)["path"]])
-              for m in manifests]
-    rows = pd.concat(frames, ignore_index=True)
+    frames = [(m, m.select(split=split)) for m in manifests]
+    rows = pd.concat([rows.assign(file=[m.resolve(p) for p in rows["path"]]) for m, rows in frames],
+                     ignore_index=True)
     sketches = rows[rows["domain"] == "sketch"].reset_index(drop=True)
     photos = rows[rows["domain"] == "photo"].reset_index(drop=True)
     if sketches.empty or photos.empty:

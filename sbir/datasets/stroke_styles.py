@@ -81,7 +81,7 @@ def rough(strokes: list[Stroke], rng: np.random.Generator, roughness: float, pas
 
 def simplify(strokes: list[Stroke], tolerance: float, min_length: float) -> list[Stroke]:
     """Short strokes left out (never all of them), the rest with fewer points."""
-    from skimage.measure import approximate_polygon  # imports scipy.signal (0.6 s): only where strokes are simplified
+    from skimage.measure import approximate_polygon  # pulls in scipy.signal: imported only where needed
 
     kept = [s for s in strokes if s.filled or _length(s.points) >= min_length] or strokes
     return [replace(s, points=approximate_polygon(s.points, tolerance)) if len(s.points) > 2 else s for s in kept]
